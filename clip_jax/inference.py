@@ -1,0 +1,61 @@
+"""Jitted feature extraction with input checks that name the expected layout."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+
+from clip_jax.models import CLIP
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted(model: CLIP, method: str, project: bool = True):
+    if method == "image":
+        return jax.jit(lambda v, x: model.apply(v, x, project=project, method=CLIP.encode_image))
+    return jax.jit(lambda v, t: model.apply(v, t, method=CLIP.encode_text))
+
+
+def check_images(model: CLIP, images) -> None:
+    size = model.config.vision.image_size
+    shape = tuple(np.shape(images))
+    expected = f"NHWC float images [batch, {size}, {size}, 3], normalised with CLIP's mean and std"
+    if len(shape) != 4:
+        raise ValueError(f"images have rank {len(shape)} (shape {shape}); expected {expected}")
+    if shape[1:] != (size, size, 3):
+        hint = " (this looks like NCHW: transpose with x.transpose(0, 2, 3, 1))" if shape[1] == 3 else ""
+        raise ValueError(f"images have shape {shape}; expected {expected}{hint}")
+    dtype = np.dtype(getattr(images, "dtype", np.float32))
+    if not np.issubdtype(dtype, np.floating) and dtype.name != "bfloat16":
+        raise ValueError(f"images have dtype {dtype}; expected {expected} (run clip_jax.preprocess first)")
+
+
+def check_tokens(model: CLIP, tokens) -> None:
+    limit = model.config.text.context_length
+    shape = tuple(np.shape(tokens))
+    dtype = np.dtype(getattr(tokens, "dtype", np.int32))
+    if len(shape) != 2 or shape[1] > limit or not np.issubdtype(dtype, np.integer):
+        raise ValueError(
+            f"tokens have shape {shape} and dtype {dtype}; expected integer ids [batch, {limit}] "
+            "from clip_jax.tokenize"
+        )
+
+
+def encode_image(model: CLIP, variables, images, project: bool = True) -> jax.Array:
+    """Unnormalised image features [N, embed_dim] (or pre-projection with project=False)."""
+    check_images(model, images)
+    return _jitted(model, "image", project)(variables, images)
+
+
+def encode_text(model: CLIP, variables, tokens) -> jax.Array:
+    """Unnormalised text features [N, embed_dim] of int token ids [N, <=77]."""
+    check_tokens(model, tokens)
+    return _jitted(model, "text")(variables, tokens)
+
+
+def init_variables(model: CLIP, seed: int = 0) -> dict:
+    """Freshly initialised variables (OpenAI's initialisation) for `model`."""
+    size = model.config.vision.image_size
+    images = np.zeros((1, size, size, 3), np.float32)
+    tokens = np.zeros((1, model.config.text.context_length), np.int32)
+    return jax.jit(model.init)(jax.random.PRNGKey(seed), images, tokens)

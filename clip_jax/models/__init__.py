@@ -1,0 +1,39 @@
+"""Flax models of CLIP; `create_model` builds one by registered name."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from clip_jax.models.clip import CLIP, LOGIT_SCALE_INIT, LOGIT_SCALE_MAX
+from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
+from clip_jax.models.registry import MODELS, available_models, get_config, name_of
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def create_model(name_or_config: str | CLIPConfig, *, dtype="float32", remat: bool = False,
+                 act: str | None = None) -> CLIP:
+    """A CLIP module for a registered name (or a `CLIPConfig`).
+
+    dtype: compute dtype, "float32" or "bfloat16" (parameters stay float32, LayerNorm
+    runs in float32); remat: recompute each block in the backward pass; act: override
+    the MLP activation ("quick_gelu" or "gelu").
+    """
+    config = get_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
+    if act is not None:
+        from clip_jax.models.layers import activation
+
+        activation(act)  # validates
+        config = dataclasses.replace(config, act=act)
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; valid: {sorted(DTYPES)}")
+        dtype = DTYPES[dtype]
+    return CLIP(config=config, dtype=dtype, remat=remat)
+
+
+__all__ = [
+    "CLIP", "CLIPConfig", "TextConfig", "VisionConfig", "MODELS", "LOGIT_SCALE_INIT",
+    "LOGIT_SCALE_MAX", "available_models", "create_model", "get_config", "name_of",
+]

@@ -1,0 +1,85 @@
+"""The CLIP model: an image tower, a text tower and a learnable temperature.
+
+`encode_image` / `encode_text` return projected, unnormalised features as OpenAI's do;
+`__call__` returns both plus the logit scale (log space), leaving the loss to the trainer.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from clip_jax.models.config import CLIPConfig
+from clip_jax.models.resnet import ModifiedResNet
+from clip_jax.models.text import TextTransformer
+from clip_jax.models.vit import VisionTransformer
+
+LOGIT_SCALE_INIT = math.log(1 / 0.07)
+LOGIT_SCALE_MAX = math.log(100.0)  # the paper's cap: logits never scaled by more than 100
+
+
+class CLIP(nn.Module):
+    config: CLIPConfig
+    dtype: Any = jnp.float32  # compute dtype; parameters are always float32
+    remat: bool = False
+
+    def setup(self):
+        cfg = self.config
+        vision = cfg.vision
+        if vision.is_resnet:
+            self.visual = ModifiedResNet(
+                image_size=vision.image_size,
+                layers=vision.layers,
+                width=vision.width,
+                num_heads=vision.num_heads,
+                output_dim=cfg.embed_dim,
+                remat=self.remat,
+                dtype=self.dtype,
+            )
+        else:
+            self.visual = VisionTransformer(
+                image_size=vision.image_size,
+                patch_size=vision.patch_size,
+                width=vision.width,
+                layers=vision.layers,
+                num_heads=vision.num_heads,
+                mlp_dim=vision.mlp_dim,
+                output_dim=cfg.embed_dim,
+                act=cfg.act,
+                remat=self.remat,
+                dtype=self.dtype,
+            )
+        text = cfg.text
+        self.text = TextTransformer(
+            context_length=text.context_length,
+            vocab_size=text.vocab_size,
+            width=text.width,
+            layers=text.layers,
+            num_heads=text.heads,
+            output_dim=cfg.embed_dim,
+            act=cfg.act,
+            remat=self.remat,
+            dtype=self.dtype,
+        )
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(LOGIT_SCALE_INIT), ())
+
+    def encode_image(self, images: jax.Array, train: bool = False, project: bool = True) -> jax.Array:
+        size = self.config.vision.image_size
+        if images.ndim != 4 or images.shape[1:] != (size, size, 3):
+            raise ValueError(
+                f"images must be NHWC [batch, {size}, {size}, 3] for this model; got shape {tuple(images.shape)}"
+            )
+        return self.visual(images, project=project, train=train)
+
+    def encode_text(self, tokens: jax.Array) -> jax.Array:
+        limit = self.config.text.context_length
+        if tokens.ndim != 2 or tokens.shape[1] > limit:
+            raise ValueError(f"tokens must be [batch, <= {limit}] integers; got shape {tuple(tokens.shape)}")
+        return self.text(tokens)
+
+    def __call__(self, images: jax.Array, tokens: jax.Array, train: bool = False):
+        """-> (image features, text features, logit_scale); features unnormalised."""
+        return self.encode_image(images, train=train), self.encode_text(tokens), self.logit_scale

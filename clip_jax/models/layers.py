@@ -1,0 +1,210 @@
+"""Building blocks shared by the CLIP towers: fp32 LayerNorm, activations,
+multi-head attention with a packed QKV projection, and the pre-LN residual block
+stacked with `nn.scan` into a Transformer.
+
+Parameter names mirror OpenAI's module tree (`attn/in_proj`, `mlp/c_fc`, `ln_1`, ...)
+so the converters stay a table of renames.  Initialisers reproduce OpenAI's
+`initialize_parameters` where it sets them and PyTorch's defaults elsewhere.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+    """OpenAI's sigmoid approximation of GELU, used by every released CLIP."""
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+def exact_gelu(x: jax.Array) -> jax.Array:
+    """torch.nn.GELU (erf form), used by open_clip's LAION models."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": exact_gelu}
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS)}") from None
+
+
+# PyTorch's defaults: kaiming_uniform(a=sqrt(5)) is U(+-1/sqrt(fan_in)) for weights,
+# and Linear/Conv biases are U(+-1/sqrt(fan_in)) too.
+torch_default_kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_default_bias(fan_in: int) -> Initializer:
+    bound = fan_in**-0.5
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def normal(std: float) -> Initializer:
+    return nn.initializers.normal(stddev=std)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm computed in float32 whatever the input dtype, cast back (eps 1e-5)."""
+
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
+        return (y * scale + bias).astype(x.dtype)
+
+
+def block_initializers(width: int, layers: int, text_style: bool) -> dict[str, Initializer]:
+    """Kernel initialisers of one residual block.
+
+    OpenAI re-initialises only the text tower's blocks (normal with the stds below);
+    the ViT's blocks keep PyTorch's defaults (xavier for the packed QKV).
+    """
+    if text_style:
+        attn_std = width**-0.5
+        proj_std = width**-0.5 * (2 * layers) ** -0.5
+        return {
+            "in_proj": normal(attn_std),
+            "out_proj": normal(proj_std),
+            "c_fc": normal((2 * width) ** -0.5),
+            "c_proj": normal(proj_std),
+        }
+    return {
+        "in_proj": nn.initializers.xavier_uniform(),
+        "out_proj": torch_default_kernel,
+        "c_fc": torch_default_kernel,
+        "c_proj": torch_default_kernel,
+    }
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention with one packed [d, 3d] QKV projection (q, k, v order)."""
+
+    num_heads: int
+    causal: bool = False
+    dtype: Dtype = jnp.float32
+    in_proj_init: Initializer = nn.initializers.xavier_uniform()
+    out_proj_init: Initializer = torch_default_kernel
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        batch, length, width = x.shape
+        if width % self.num_heads:
+            raise ValueError(f"width {width} is not divisible by {self.num_heads} heads")
+        head_dim = width // self.num_heads
+        qkv = nn.Dense(
+            3 * width,
+            dtype=self.dtype,
+            kernel_init=self.in_proj_init,
+            bias_init=nn.initializers.zeros,
+            name="in_proj",
+        )(x)
+        qkv = qkv.reshape(batch, length, 3, self.num_heads, head_dim)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
+        out = out.reshape(batch, length, width)
+        return nn.Dense(
+            width,
+            dtype=self.dtype,
+            kernel_init=self.out_proj_init,
+            bias_init=nn.initializers.zeros,
+            name="out_proj",
+        )(out)
+
+
+class MLP(nn.Module):
+    hidden: int
+    act: str = "quick_gelu"
+    dtype: Dtype = jnp.float32
+    fc_init: Initializer = torch_default_kernel
+    proj_init: Initializer = torch_default_kernel
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        width = x.shape[-1]
+        x = nn.Dense(self.hidden, dtype=self.dtype, kernel_init=self.fc_init,
+                     bias_init=torch_default_bias(width), name="c_fc")(x)
+        x = activation(self.act)(x)
+        return nn.Dense(width, dtype=self.dtype, kernel_init=self.proj_init,
+                        bias_init=torch_default_bias(self.hidden), name="c_proj")(x)
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+
+    Called as a scan body: takes and returns `(carry, None)`.
+    """
+
+    num_heads: int
+    mlp_dim: int
+    act: str
+    causal: bool
+    layers: int
+    text_style_init: bool
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, _=None) -> tuple[jax.Array, None]:
+        inits = block_initializers(x.shape[-1], self.layers, self.text_style_init)
+        x = x + MultiHeadAttention(
+            self.num_heads, self.causal, self.dtype,
+            in_proj_init=inits["in_proj"], out_proj_init=inits["out_proj"], name="attn",
+        )(LayerNorm(name="ln_1")(x))
+        x = x + MLP(
+            self.mlp_dim, self.act, self.dtype,
+            fc_init=inits["c_fc"], proj_init=inits["c_proj"], name="mlp",
+        )(LayerNorm(name="ln_2")(x))
+        return x, None
+
+
+class Transformer(nn.Module):
+    """`layers` residual blocks under `nn.scan`: parameters carry a leading layer axis.
+
+    Scanning compiles one block instead of `layers` copies; `remat` recomputes each
+    block's activations in the backward pass instead of storing them.
+    """
+
+    layers: int
+    num_heads: int
+    mlp_dim: int
+    act: str = "quick_gelu"
+    causal: bool = False
+    text_style_init: bool = False
+    remat: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        block = ResidualAttentionBlock
+        if self.remat:
+            block = nn.remat(block, prevent_cse=False)
+        stack = nn.scan(
+            block,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            length=self.layers,
+        )
+        x, _ = stack(
+            self.num_heads, self.mlp_dim, self.act, self.causal, self.layers,
+            self.text_style_init, self.dtype, name="blocks",
+        )(x, None)
+        return x

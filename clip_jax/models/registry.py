@@ -1,0 +1,94 @@
+"""Named architectures, like open_clip's model-config table.
+
+Naming follows each project's meaning of a name:
+  * OpenAI names ("ViT-B/32", "RN50", ...) are OpenAI's models: QuickGELU.
+  * open_clip names follow open_clip's configs: "ViT-B-32" is GELU (the LAION models),
+    "ViT-B-32-quickgelu" is QuickGELU.  The ResNet names ("RN50", ...) mean QuickGELU,
+    since every published CLIP ResNet was trained with it.
+  * ViT-H-14 and ViT-g-14 exist only as LAION models: GELU.
+  * "tiny-vit" and "tiny-resnet" are small enough for unit tests on a CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
+
+
+def _vit(embed, size, width, layers, patch, text_width, text_layers=12, head_width=64,
+         mlp_ratio=4.0, act="quick_gelu") -> CLIPConfig:
+    return CLIPConfig(
+        embed_dim=embed,
+        vision=VisionConfig(image_size=size, width=width, layers=layers, patch_size=patch,
+                            head_width=head_width, mlp_ratio=mlp_ratio),
+        text=TextConfig(width=text_width, heads=text_width // 64, layers=text_layers),
+        act=act,
+    )
+
+
+def _resnet(embed, size, width, layers, text_width) -> CLIPConfig:
+    return CLIPConfig(
+        embed_dim=embed,
+        vision=VisionConfig(image_size=size, width=width, layers=layers, patch_size=None),
+        text=TextConfig(width=text_width, heads=text_width // 64, layers=12),
+    )
+
+
+# CLIP_SPEC.md section 1.1; ViT-H/g from open_clip's configs.
+OPENAI_MODELS = {
+    "RN50": _resnet(1024, 224, 64, (3, 4, 6, 3), 512),
+    "RN101": _resnet(512, 224, 64, (3, 4, 23, 3), 512),
+    "RN50x4": _resnet(640, 288, 80, (4, 6, 10, 6), 640),
+    "RN50x16": _resnet(768, 384, 96, (6, 8, 18, 8), 768),
+    "RN50x64": _resnet(1024, 448, 128, (3, 15, 36, 10), 1024),
+    "ViT-B/32": _vit(512, 224, 768, 12, 32, 512),
+    "ViT-B/16": _vit(512, 224, 768, 12, 16, 512),
+    "ViT-L/14": _vit(768, 224, 1024, 24, 14, 768),
+    "ViT-L/14@336px": _vit(768, 336, 1024, 24, 14, 768),
+}
+
+_OPEN_CLIP_VIT_NAMES = {
+    "ViT-B-32": "ViT-B/32",
+    "ViT-B-16": "ViT-B/16",
+    "ViT-L-14": "ViT-L/14",
+    "ViT-L-14-336": "ViT-L/14@336px",
+}
+
+MODELS: dict[str, CLIPConfig] = dict(OPENAI_MODELS)
+for _oc_name, _openai_name in _OPEN_CLIP_VIT_NAMES.items():
+    MODELS[_oc_name] = dataclasses.replace(OPENAI_MODELS[_openai_name], act="gelu")
+    MODELS[_oc_name + "-quickgelu"] = OPENAI_MODELS[_openai_name]
+for _rn in ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64"):
+    MODELS[_rn + "-quickgelu"] = OPENAI_MODELS[_rn]
+MODELS["ViT-H-14"] = _vit(1024, 224, 1280, 32, 14, 1024, text_layers=24, head_width=80, act="gelu")
+MODELS["ViT-g-14"] = _vit(1024, 224, 1408, 40, 14, 1024, text_layers=24, head_width=88,
+                          mlp_ratio=4.3637, act="gelu")
+MODELS["tiny-vit"] = CLIPConfig(
+    embed_dim=32,
+    vision=VisionConfig(image_size=32, width=64, layers=2, patch_size=8, head_width=32),
+    text=TextConfig(width=64, heads=2, layers=2),
+)
+MODELS["tiny-resnet"] = CLIPConfig(
+    embed_dim=32,
+    vision=VisionConfig(image_size=64, width=16, layers=(1, 1, 1, 1), patch_size=None),
+    text=TextConfig(width=64, heads=2, layers=2),
+)
+
+
+def available_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def get_config(name: str) -> CLIPConfig:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model name {name!r}; available: {', '.join(available_models())}") from None
+
+
+def name_of(config: CLIPConfig) -> str | None:
+    """The preferred registered name of an architecture (OpenAI's name first), if any."""
+    for name, known in MODELS.items():
+        if known == config:
+            return name
+    return None

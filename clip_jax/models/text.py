@@ -1,0 +1,47 @@
+"""CLIP's causal text Transformer.
+
+Token and position embeddings, pre-LN blocks under a causal mask, `ln_final`, then the
+feature at each row's EOT token (the position of the largest id: EOT 49407 is the
+largest, and argmax returns the first maximum) times `text_projection`.
+
+There is deliberately no padding mask: id 0 is the real token "!", and the causal
+mask already keeps padding after EOT from reaching the pooled feature.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from clip_jax.models.layers import LayerNorm, Transformer, normal
+
+
+class TextTransformer(nn.Module):
+    context_length: int
+    vocab_size: int
+    width: int
+    layers: int
+    num_heads: int
+    output_dim: int
+    act: str = "quick_gelu"
+    remat: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        """tokens: int [N, T] with T <= context_length -> [N, output_dim]."""
+        length = tokens.shape[-1]
+        embedding = self.param("token_embedding", normal(0.02), (self.vocab_size, self.width))
+        positions = self.param("positional_embedding", normal(0.01), (self.context_length, self.width))
+        x = (jnp.take(embedding, tokens, axis=0) + positions[:length]).astype(self.dtype)
+        x = Transformer(
+            self.layers, self.num_heads, 4 * self.width, self.act,
+            causal=True, text_style_init=True, remat=self.remat, dtype=self.dtype,
+            name="transformer",
+        )(x)
+        x = LayerNorm(name="ln_final")(x)
+        eot = x[jnp.arange(x.shape[0]), jnp.argmax(tokens, axis=-1)]
+        proj = self.param("text_projection", normal(self.width**-0.5), (self.width, self.output_dim))
+        return eot @ proj.astype(self.dtype)

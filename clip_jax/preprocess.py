@@ -1,0 +1,54 @@
+"""CLIP's evaluation transform on PIL images, matching OpenAI's and open_clip's.
+
+Resize the shorter side to n_px with PIL's (antialiased) bicubic, the longer side to
+int(n_px * long / short); centre crop with torchvision's rounded offsets; convert to RGB
+(after resizing, as OpenAI does, so palette images resize as PIL resizes them); scale
+to [0, 1]; normalise with CLIP's mean and std.  Output is NHWC float32.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+from PIL import Image
+
+MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
+STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+
+
+def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+    width, height = image.size
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = size, int(size * long / short)
+    new_size = (new_short, new_long) if width <= height else (new_long, new_short)
+    if new_size == image.size:
+        return image
+    return image.resize(new_size, Image.BICUBIC)
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    width, height = image.size
+    if width < size or height < size:
+        raise ValueError(f"image of size {image.size} is smaller than the crop {size}")
+    top = int(round((height - size) / 2.0))
+    left = int(round((width - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def preprocess(image: Image.Image, image_size: int = 224) -> np.ndarray:
+    """One PIL image -> float32 [image_size, image_size, 3], CLIP-normalised."""
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
+    image = center_crop(resize_shorter_side(image, image_size), image_size).convert("RGB")
+    pixels = np.asarray(image, dtype=np.float32) / 255.0
+    return (pixels - MEAN) / STD
+
+
+def preprocess_batch(images: Iterable[Image.Image], image_size: int = 224) -> np.ndarray:
+    """PIL images -> float32 NHWC [N, image_size, image_size, 3]."""
+    return np.stack([preprocess(image, image_size) for image in images])
+
+
+def load_image(path: str, image_size: int = 224) -> np.ndarray:
+    with Image.open(path) as image:
+        return preprocess(image, image_size)

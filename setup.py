@@ -1,0 +1,61 @@
+"""Packaging for clip_jax: CLIP in JAX/Flax.
+
+Install:            pip install -e .
+With test oracles:  pip install -e ".[test]"
+On a GPU / TPU:     pip install -e ".[gpu]"  /  pip install -e ".[tpu]"
+
+Versions are pinned to a set that is known to install and work together on
+Python 3.11 (see README).  Torch, open_clip and transformers are test-only
+oracles for parity; the library itself never imports them.
+"""
+from setuptools import find_packages, setup
+
+JAX_VERSION = "0.10.2"
+
+INSTALL_REQUIRES = [
+    f"jax=={JAX_VERSION}",
+    f"jaxlib=={JAX_VERSION}",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "tensorflow-cpu==2.21.0",
+    "tensorflow-datasets==4.9.10",
+    "sentencepiece==0.2.3",
+    "ml-collections==1.1.0",
+    "absl-py==2.5.1",
+    "ftfy==6.3.1",
+    "regex==2026.11.15",
+    "pillow==13.0.0",
+    "numpy==2.4.6",
+    "safetensors==0.8.0",
+    "tqdm==4.70.1",
+]
+
+EXTRAS_REQUIRE = {
+    "test": [
+        "pytest==9.2.0",
+        "pytest-xdist==3.8.0",
+        "hypothesis==6.170.15",
+        # torch 2.14.1 / torchvision 0.29.1 are the pair that import together
+        # on these machines (the CPU-only 2.13.0 wheel breaks torchvision).
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "open_clip_torch==3.3.0",
+        "transformers==4.57.6",
+        "webdataset==0.2.86",
+    ],
+    "gpu": [f"jax[cuda12]=={JAX_VERSION}"],
+    "tpu": [f"jax[tpu]=={JAX_VERSION}"],
+}
+
+setup(
+    name="clip_jax",
+    version="0.1.0",
+    description="CLIP (Radford et al. 2021) in JAX/Flax: OpenAI-exact models, "
+    "pod-scale training, zero-shot and linear-probe evaluation.",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["clip_jax", "clip_jax.*"]),
+    package_data={"clip_jax": ["tokenizers/*.gz", "evaluation/data/*.json"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)
