@@ -27,10 +27,12 @@ SOT_TOKEN = "<|startoftext|>"
 EOT_TOKEN = "<|endoftext|>"
 PAD_ID = 0
 
-# Special tokens first so they are never split; contractions before letter runs so
-# "should've" becomes "should" + "'ve"; every digit its own token.
+# Contractions before letter runs so "should've" becomes "should" + "'ve"; every digit
+# its own token.  OpenAI's pattern also matches the literal text "<|endoftext|>" as the
+# EOT id; like open_clip we treat such text as ordinary characters, because an EOT id
+# inside a caption would move the EOT pooling position.
 _PRETOKEN_PATTERN = regex.compile(
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+    r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
     regex.IGNORECASE,
 )
 _WHITESPACE = regex.compile(r"\s+")
@@ -84,10 +86,7 @@ class BPETokenizer:
         self.merge_ranks = {pair: rank for rank, pair in enumerate(merges)}
         self.sot_id = self.encoder[SOT_TOKEN]
         self.eot_id = self.encoder[EOT_TOKEN]
-        self._cache: dict[str, tuple[int, ...]] = {
-            SOT_TOKEN: (self.sot_id,),
-            EOT_TOKEN: (self.eot_id,),
-        }
+        self._cache: dict[str, tuple[int, ...]] = {}
 
     @property
     def vocab_size(self) -> int:
