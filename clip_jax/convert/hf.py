@@ -13,6 +13,8 @@ from typing import Mapping
 
 import numpy as np
 
+from clip_jax.convert.safetensors_io import contiguous
+
 from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
 
 _BLOCK_RENAMES = [
@@ -52,7 +54,7 @@ def openai_to_hf(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     for openai_key, hf_key in _PLAIN_RENAMES:
         out[hf_key] = sd[openai_key]
     for openai_key, hf_key in _TRANSPOSED_RENAMES:
-        out[hf_key] = np.ascontiguousarray(sd[openai_key].T)
+        out[hf_key] = contiguous(sd[openai_key].T)
     for key, value in sd.items():
         match = _OPENAI_BLOCK.match(key)
         if not match:
@@ -62,7 +64,7 @@ def openai_to_hf(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if rest in ("attn.in_proj_weight", "attn.in_proj_bias"):
             kind = "weight" if rest.endswith("weight") else "bias"
             for name, part in zip(("q_proj", "k_proj", "v_proj"), np.split(value, 3, axis=0)):
-                out[f"{prefix}self_attn.{name}.{kind}"] = np.ascontiguousarray(part)
+                out[f"{prefix}self_attn.{name}.{kind}"] = contiguous(part)
             continue
         for old, new in _BLOCK_RENAMES:
             if rest.startswith(old):
@@ -82,7 +84,7 @@ def hf_to_openai(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             used.add(hf_key)
     for openai_key, hf_key in _TRANSPOSED_RENAMES:
         if hf_key in sd:
-            out[openai_key] = np.ascontiguousarray(sd[hf_key].T)
+            out[openai_key] = contiguous(sd[hf_key].T)
             used.add(hf_key)
     qkv: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     for key, value in sd.items():

@@ -15,6 +15,8 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
+from clip_jax.convert.safetensors_io import contiguous
+
 from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
 from clip_jax.models.registry import MODELS
 
@@ -216,7 +218,7 @@ def variables_to_state_dict(variables: Mapping, config: CLIPConfig) -> dict[str,
         value = np.asarray(_get(variables[row.collection], row.path), dtype=np.float32)
         if row.layer is not None:
             value = value[row.layer]
-        sd[row.key] = np.ascontiguousarray(_to_torch(value, row.layout))
+        sd[row.key] = contiguous(_to_torch(value, row.layout))
         if row.key.endswith(".running_var"):
             sd[row.key[: -len("running_var")] + "num_batches_tracked"] = np.zeros((), np.int64)
     return sd

@@ -21,6 +21,11 @@ DTYPES = {
 MAX_HEADER_BYTES = 100 * 2**20
 
 
+def contiguous(array) -> np.ndarray:
+    """A C-contiguous copy or view that keeps 0-d arrays 0-d (np.ascontiguousarray does not)."""
+    return np.require(np.asarray(array), requirements="C")
+
+
 def read_header(path: str) -> tuple[int, dict]:
     with open(path, "rb") as f:
         prefix = f.read(8)
@@ -75,4 +80,4 @@ def load_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
 
 def save_safetensors(path: str, tensors: Mapping[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, path, metadata=metadata)
+    save_file({k: contiguous(v) for k, v in tensors.items()}, path, metadata=metadata)

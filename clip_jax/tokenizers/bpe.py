@@ -61,10 +61,17 @@ def bytes_to_unicode() -> dict[int, str]:
     return {b: mapping[b] for b in ordered}
 
 
+# Printable ASCII plus ordinary whitespace, without '&' (html entities) and '\x1b'
+# (terminal escapes): text ftfy provably leaves unchanged, so its cost can be skipped.
+_FTFY_INERT = regex.compile(r"[\x20-\x25\x27-\x7e\t\n\r]*")
+
+
 def clean_text(text: str) -> str:
     """ftfy, double html unescape, whitespace collapse, lowercase: CLIP's text cleaning."""
-    text = ftfy.fix_text(text)
-    text = html.unescape(html.unescape(text))
+    if not _FTFY_INERT.fullmatch(text):
+        text = ftfy.fix_text(text)
+    if "&" in text:
+        text = html.unescape(html.unescape(text))
     text = _WHITESPACE.sub(" ", text.strip()).strip()
     return text.lower()
 
