@@ -1,0 +1,71 @@
+"""AdamW with CLIP's parameter groups and schedule.
+
+* Decoupled weight decay (AdamW semantics: decay is multiplied by the learning rate),
+  applied to every weight except gains, biases, embeddings and the temperature; the
+  groups are regexes over '/'-joined parameter paths, first match wins.
+* Linear warm-up to the peak, then cosine decay to `end_lr_factor * peak`.
+* Global-norm gradient clipping (0 disables it).
+* Frozen groups (regexes) get no update and no optimizer state (LiT-style locking).
+"""
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import jax
+import ml_collections
+import optax
+
+from clip_jax.sharding import path_string
+
+# Paths of parameters that are not "weights" in the paper's sense.
+NO_DECAY = (
+    r"(^|/)bias$",
+    r"(^|/)scale$",  # LayerNorm and BatchNorm gains
+    r"embedding",  # token, positional and class embeddings
+    r"^logit_scale$",
+)
+
+
+def schedule(peak_lr: float, total_steps: int, warmup_steps: int, end_lr_factor: float = 0.0):
+    warmup_steps = min(warmup_steps, total_steps)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=peak_lr,
+        warmup_steps=warmup_steps,
+        decay_steps=max(total_steps, warmup_steps + 1),
+        end_value=peak_lr * end_lr_factor,
+    )
+
+
+def _label_tree(params, patterns: Sequence[str]):
+    compiled = [re.compile(p) for p in patterns]
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: any(r.search(path_string(path)) for r in compiled), params
+    )
+
+
+def decay_mask(params, no_decay: Sequence[str] = NO_DECAY):
+    """True for leaves that get weight decay."""
+    return jax.tree.map(lambda excluded: not excluded, _label_tree(params, no_decay))
+
+
+def make_optimizer(config: ml_collections.ConfigDict, params, total_steps: int):
+    """The optax transformation described in the module docstring.
+
+    config: lr, wd, b1, b2, eps, warmup_steps, end_lr_factor, grad_clip, no_decay (list
+    of regexes, default NO_DECAY), frozen (list of regexes, default none).
+    """
+    lr = schedule(config.lr, total_steps, config.warmup_steps, config.get("end_lr_factor", 0.0))
+    no_decay = tuple(config.get("no_decay", None) or NO_DECAY)
+    parts = []
+    if config.get("grad_clip", 0.0):
+        parts.append(optax.clip_by_global_norm(config.grad_clip))
+    parts.append(optax.adamw(lr, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.wd,
+                             mask=lambda p: decay_mask(p, no_decay)))
+    trainable = optax.chain(*parts)
+    frozen_patterns = tuple(config.get("frozen", None) or ())
+    if not frozen_patterns:
+        return trainable, lr
+    labels = jax.tree.map(lambda f: "frozen" if f else "trainable", _label_tree(params, frozen_patterns))
+    return optax.multi_transform({"trainable": trainable, "frozen": optax.set_to_zero()}, labels), lr

@@ -1,0 +1,398 @@
+"""The one CLIP trainer: sharded state, a jitted train step, and the loop around it.
+
+Flow: config -> mesh and model -> abstract state -> shardings from regex rules ->
+state created (or restored) already sharded under jit -> for each step: a host-local
+batch from the data iterator becomes a global array, the donated state is updated ->
+metrics, checkpoints (with the data position) and a save on SIGTERM.
+
+Losses are pluggable by name (`config.loss`); everything else is shared.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import queue
+import signal
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from clip_jax import losses
+from clip_jax.checkpoints import Checkpointer, abstract_with_shardings, meta_for
+from clip_jax.metrics import MetricsWriter, peak_flops_per_device
+from clip_jax.models import LOGIT_SCALE_MAX, create_model
+from clip_jax.optim import make_optimizer
+from clip_jax.sharding import (
+    batch_devices,
+    global_batch,
+    make_mesh,
+    replicated,
+    tree_shardings,
+)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or gradients became NaN/Inf; names the step and the last good checkpoint."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    batch_stats: Any  # BatchNorm statistics of ResNets; {} for ViTs
+    opt_state: Any
+    nonfinite_count: jax.Array  # updates skipped because loss or gradients were not finite
+    first_nonfinite_step: jax.Array  # -1 until the first such step
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything derived from the config before any array exists."""
+
+    config: ml_collections.ConfigDict
+    model: Any
+    mesh: Any
+    optimizer: Any
+    lr_schedule: Callable
+    total_steps: int
+    abstract_state: TrainState
+    state_shardings: TrainState
+    local_batch_size: int
+    meta: dict
+
+
+def total_steps_of(config) -> int:
+    given = {k: config.get(k, 0) for k in ("total_steps", "total_examples", "epochs")}
+    chosen = [k for k, v in given.items() if v]
+    if len(chosen) != 1:
+        raise ValueError(f"set exactly one of total_steps, total_examples, epochs (> 0); got {given}")
+    if chosen == ["total_steps"]:
+        return int(config.total_steps)
+    if chosen == ["total_examples"]:
+        return math.ceil(config.total_examples / config.batch_size)
+    examples = config.data.get("num_examples", 0)
+    if not examples:
+        raise ValueError("epochs needs config.data.num_examples (the training set size)")
+    return math.ceil(config.epochs * examples / config.batch_size)
+
+
+def validate(config, devices: int, processes: int) -> None:
+    """Checks that must fail before anything compiles."""
+    if config.batch_size <= 0:
+        raise ValueError(f"batch_size must be positive; got {config.batch_size}")
+    if config.batch_size % devices:
+        raise ValueError(
+            f"global batch_size {config.batch_size} is not divisible by the {devices} devices of the batch axes; "
+            f"use a multiple of {devices}"
+        )
+    if config.batch_size % processes:
+        raise ValueError(f"global batch_size {config.batch_size} is not divisible by {processes} processes")
+    optim = config.optim
+    for key in ("lr", "wd", "eps", "grad_clip", "warmup_steps"):
+        if optim.get(key, 0) < 0:
+            raise ValueError(f"optim.{key} must be >= 0; got {optim.get(key)}")
+    for key in ("b1", "b2"):
+        if not 0 <= optim[key] < 1:
+            raise ValueError(f"optim.{key} must be in [0, 1); got {optim[key]}")
+    if config.loss not in losses.LOSSES:
+        raise ValueError(f"loss {config.loss!r} unknown; valid: {sorted(losses.LOSSES)}")
+    if config.get("evals"):
+        from clip_jax.evaluation.runner import validate as validate_evals
+
+        validate_evals(config.evals)
+    if config.on_nonfinite not in ("stop", "skip"):
+        raise ValueError(f"on_nonfinite {config.on_nonfinite!r} unknown; valid: 'stop', 'skip'")
+
+
+def build(config: ml_collections.ConfigDict) -> Setup:
+    mesh = make_mesh([tuple(axis) for axis in config.mesh])
+    validate(config, batch_devices(mesh), jax.process_count())
+    model = create_model(config.model, dtype=config.get("compute_dtype", "float32"),
+                         remat=config.get("remat", False))
+    steps = total_steps_of(config)
+    size = model.config.vision.image_size
+    images = jnp.zeros((1, size, size, 3), jnp.float32)
+    tokens = jnp.zeros((1, model.config.text.context_length), jnp.int32)
+    abstract_variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), images, tokens)
+    optimizer, lr = make_optimizer(config.optim, abstract_variables["params"], steps)
+
+    def init_state(rng):
+        variables = model.init(rng, images, tokens)
+        params = variables["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=optimizer.init(params),
+            nonfinite_count=jnp.zeros((), jnp.int32),
+            first_nonfinite_step=jnp.full((), -1, jnp.int32),
+        )
+
+    abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0))
+    shardings = tree_shardings(abstract, mesh, [tuple(r) for r in config.sharding_rules])
+    meta = meta_for(config.model, model.config)
+    setup = Setup(config, model, mesh, optimizer, lr, steps, abstract, shardings,
+                  config.batch_size // jax.process_count(), meta)
+    setup.init_state = jax.jit(init_state, out_shardings=shardings)  # type: ignore[attr-defined]
+    return setup
+
+
+def make_train_step(setup: Setup):
+    config, model, mesh = setup.config, setup.model, setup.mesh
+    is_resnet = model.config.vision.is_resnet
+    loss_impl = losses.LOSSES[config.loss]
+
+    def loss_fn(params, batch_stats, batch):
+        variables = {"params": params, **({"batch_stats": batch_stats} if is_resnet else {})}
+        (image, text, logit_scale), updates = model.apply(
+            variables, batch["images"], batch["tokens"], train=True, mutable=["batch_stats"] if is_resnet else [],
+        )
+        scale = jnp.exp(logit_scale.astype(jnp.float32))
+        image, text = losses.l2_normalize(image), losses.l2_normalize(text)
+        loss, metrics = loss_impl(image, text, scale, mesh)
+        return loss, (metrics, updates.get("batch_stats", batch_stats))
+
+    def step_fn(state: TrainState, batch):
+        (loss, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.batch_stats, batch)
+        updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
+        params = flax.core.unfreeze(jax.tree.map(lambda p, u: p + u, state.params, updates))
+        # The paper's cap: the logits are never scaled by more than 100.
+        params["logit_scale"] = jnp.clip(params["logit_scale"], 0.0, LOGIT_SCALE_MAX)
+        grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(grads)))
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+        new_state = TrainState(
+            step=state.step + 1,
+            # A non-finite update is never applied: in "stop" mode the host raises at the
+            # next check, in "skip" mode training goes on from the last finite state.
+            params=keep(params, state.params),
+            batch_stats=keep(batch_stats, state.batch_stats),
+            opt_state=keep(opt_state, state.opt_state),
+            nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32),
+            first_nonfinite_step=jnp.where((state.first_nonfinite_step < 0) & ~finite,
+                                           state.step + 1, state.first_nonfinite_step),
+        )
+        metrics = {
+            **metrics,
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "logit_scale": jnp.exp(new_state.params["logit_scale"]),
+            "lr": setup.lr_schedule(state.step),
+            "nonfinite_updates": new_state.nonfinite_count,
+        }
+        return new_state, metrics
+
+    return jax.jit(step_fn, in_shardings=(setup.state_shardings, None),
+                   out_shardings=(setup.state_shardings, replicated(mesh)), donate_argnums=(0,))
+
+
+class Prefetcher:
+    """Reads host batches ahead on a thread and turns them into global arrays.
+
+    Each item carries the iterator position *after* its batch, so the checkpointed
+    position is that of the batches actually consumed, not of those read ahead.
+    """
+
+    def __init__(self, iterator, mesh, depth: int = 2):
+        self._iterator = iterator
+        self._mesh = mesh
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        try:
+            while not self._stop.is_set():
+                batch = next(self._iterator)
+                position = self._iterator.get_state()
+                item = (global_batch(batch, self._mesh), position)
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            self._queue.put(error)
+
+    def next(self):
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self):
+        self._stop.set()
+        while self._thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join(timeout=0.1)
+
+
+def default_data(setup: Setup, seed: int):
+    """The configured training iterator for this host."""
+    from clip_jax import data
+
+    config = setup.config
+    return data.train_iterator(
+        config.data.train,
+        batch_size=setup.local_batch_size,
+        image_size=setup.model.config.vision.image_size,
+        seed=seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        context_length=setup.model.config.text.context_length,
+        **config.data.get("options", {}),
+    )
+
+
+def _initial_state(setup: Setup, checkpointer: Checkpointer):
+    """(state, data position or None, start step): resumed, fine-tuned or fresh."""
+    config = setup.config
+    latest = checkpointer.latest_step()
+    if latest is not None:
+        checkpointer.check_compatible(latest, setup.meta)
+        abstract = abstract_with_shardings(setup.abstract_state, setup.state_shardings)
+        state, position = checkpointer.restore(latest, abstract)
+        logging.info("resumed from %s at step %d", checkpointer.directory, latest)
+        return state, position
+    # 'rbg' keys compile the many initialisers ~2.5x faster than threefry.
+    state = setup.init_state(jax.random.key(config.seed, impl="rbg"))
+    if config.get("init_from"):
+        from clip_jax.convert import read_checkpoint
+
+        model_config, variables = read_checkpoint(config.init_from)
+        if model_config != setup.model.config:
+            raise ValueError(f"init_from {config.init_from} holds {model_config}, but the config trains "
+                             f"{config.model}: {setup.model.config}")
+        params = jax.device_put(variables["params"], setup.state_shardings.params)
+        batch_stats = jax.device_put(variables.get("batch_stats", {}), setup.state_shardings.batch_stats)
+        state = state.replace(params=params, batch_stats=batch_stats)
+        logging.info("initialised from %s", config.init_from)
+    return state, None
+
+
+def train(config: ml_collections.ConfigDict, workdir: str,
+          data_fn: Callable[[Setup, int], Iterator] | None = None) -> TrainState:
+    """Train until config's length, resuming from `workdir` if it holds a checkpoint."""
+    setup = build(config)
+    checkpointer = Checkpointer(f"{workdir}/checkpoints", keep=config.keep_checkpoints,
+                                asynchronous=config.get("async_checkpoints", True))
+    state, position = _initial_state(setup, checkpointer)
+    iterator = (data_fn or default_data)(setup, config.seed)
+    if position is not None:
+        iterator.set_state(position)
+    train_step = make_train_step(setup)
+    writer = MetricsWriter(workdir, setup.total_steps, enabled=jax.process_index() == 0)
+    stop_requested = threading.Event()
+    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop_requested.set()) \
+        if threading.current_thread() is threading.main_thread() else None
+
+    start_step = int(state.step)
+    peak = peak_flops_per_device(config.get("peak_flops", 0.0))
+    compiled_step, flops_per_step = None, None
+    prefetcher = Prefetcher(iterator, setup.mesh)
+    last_good_checkpoint = checkpointer.latest_step()
+    data_wait = 0.0
+    window_start, window_steps = time.perf_counter(), 0
+    try:
+        for step in range(start_step + 1, setup.total_steps + 1):
+            t0 = time.perf_counter()
+            batch, position = prefetcher.next()
+            t1 = time.perf_counter()
+            if compiled_step is None:
+                compile_start = time.perf_counter()
+                compiled_step = train_step.lower(state, batch).compile()
+                flops_per_step = _step_flops(compiled_step)
+                logging.info("compiled the train step in %.1fs", time.perf_counter() - compile_start)
+                window_start = time.perf_counter()
+            state, metrics = compiled_step(state, batch)
+            window_steps += 1
+            data_wait += t1 - t0
+            is_last = step == setup.total_steps
+            log_now = step % config.log_every == 0 or is_last
+            save_now = step % config.checkpoint_every == 0 or is_last or stop_requested.is_set()
+            if log_now or save_now:
+                metrics = jax.device_get(metrics)
+                _check_finite(state, config, last_good_checkpoint)
+                elapsed = time.perf_counter() - window_start
+                compute = elapsed - data_wait
+                if log_now:
+                    examples = window_steps * config.batch_size
+                    step_time = elapsed / window_steps
+                    metrics.update(
+                        examples_per_s=examples / elapsed,
+                        examples_per_s_per_device=examples / elapsed / jax.device_count(),
+                        data_wait_s=data_wait / window_steps,
+                        compute_s=compute / window_steps,
+                        step_time_s=step_time,
+                    )
+                    if peak and flops_per_step:
+                        metrics["mfu"] = flops_per_step / step_time / peak
+                    metrics.update(_data_stats(iterator))
+                    writer.write(step, metrics)
+                    window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
+                if save_now:
+                    checkpointer.save(step, state, position, setup.meta, force=True)
+                    last_good_checkpoint = step
+            if config.get("evals") and (step % config.eval_every == 0 or is_last):
+                results = _evaluate(setup, state)
+                writer.write(step, results)
+                logging.info("step %d evaluation: %s", step, results)
+            if stop_requested.is_set():
+                logging.warning("SIGTERM: saved step %d, exiting", step)
+                break
+    finally:
+        prefetcher.close()
+        checkpointer.close()
+        writer.close()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    return state
+
+
+def _evaluate(setup: Setup, state: TrainState) -> dict:
+    from clip_jax.evaluation.runner import run_evals
+
+    variables = {"params": state.params}
+    if setup.model.config.vision.is_resnet:
+        variables["batch_stats"] = state.batch_stats
+    return run_evals(setup.model, variables, setup.config.evals)
+
+
+def _check_finite(state: TrainState, config, last_good_checkpoint) -> None:
+    first_bad = int(state.first_nonfinite_step)
+    if first_bad >= 0 and config.on_nonfinite == "stop":
+        raise NonFiniteLossError(
+            f"loss or gradients became NaN/Inf at step {first_bad}; the update was not applied. "
+            f"Last good checkpoint: step {last_good_checkpoint}. Set on_nonfinite='skip' to skip such updates."
+        )
+
+
+def _step_flops(compiled) -> float | None:
+    """FLOPs of one step per device, from XLA's cost analysis of the partitioned program."""
+    try:
+        analysis = compiled.cost_analysis()
+        if isinstance(analysis, (list, tuple)):
+            analysis = analysis[0]
+        return float(analysis.get("flops", 0.0)) or None
+    except Exception:  # noqa: BLE001 - cost analysis is optional on some backends
+        return None
+
+
+def _data_stats(iterator) -> dict:
+    stats = getattr(iterator, "stats", None)
+    if stats is None:
+        return {}
+    return {f"data/{k}": v for k, v in stats().items() if isinstance(v, (int, float, np.number))}

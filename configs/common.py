@@ -1,0 +1,86 @@
+"""Shared pieces of the training configs: the defaults every run has, and the
+paper's recipe (CLIP_SPEC.md section 5) as a function of the model.
+
+Not a config itself; see the per-model files for run commands.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+NO_DECAY = (r"(^|/)bias$", r"(^|/)scale$", r"embedding", r"^logit_scale$")
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.model = "ViT-B/32"
+    config.compute_dtype = "bfloat16"  # parameters stay float32; LayerNorm runs in float32
+    config.remat = False
+    config.seed = 0
+
+    config.batch_size = 32768  # global, over all hosts and devices
+    # Training length: exactly one of these > 0 (epochs needs data.num_examples).
+    config.total_steps = 0
+    config.total_examples = 0
+    config.epochs = 0.0
+
+    config.data = ml_collections.ConfigDict()
+    config.data.train = "wds:/path/to/shards-{00000..41407}.tar"
+    config.data.num_examples = 0
+    config.data.options = ml_collections.ConfigDict()
+    config.data.options.crop_scale = (0.9, 1.0)
+    config.data.options.shuffle_buffer = 10_000
+    config.data.options.tokenizer = "bpe"
+
+    config.loss = "softmax"
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.lr = 5e-4
+    config.optim.wd = 0.2
+    config.optim.b1 = 0.9
+    config.optim.b2 = 0.98
+    config.optim.eps = 1e-6
+    config.optim.warmup_steps = 2000
+    config.optim.end_lr_factor = 0.0
+    config.optim.grad_clip = 0.0
+    config.optim.no_decay = NO_DECAY  # gains, biases, embeddings, temperature
+    config.optim.frozen = ()  # regexes of parameters that are not trained
+
+    # Mesh axes (name, size); one size may be -1. The batch is split over data x fsdp.
+    config.mesh = (("data", -1), ("fsdp", 1))
+    # (regex over '/'-joined state paths, "replicate" | "fsdp"); first match wins.
+    config.sharding_rules = (("logit_scale", "replicate"), (".*", "fsdp"))
+
+    config.log_every = 50
+    config.checkpoint_every = 1000
+    config.keep_checkpoints = 3
+    config.async_checkpoints = True
+    config.on_nonfinite = "stop"  # or "skip": drop the update, count it, go on
+    config.init_from = ""  # any file clip_jax.load_checkpoint reads, for fine-tuning
+    config.peak_flops = 0.0  # per device, for MFU where the device is not in the built-in table
+    return config
+
+
+def paper_config(model: str, lr: float, resnet: bool, arg: str | None) -> ml_collections.ConfigDict:
+    """The paper's recipe for `model`: batch 32,768, 32 epochs of 400M pairs, AdamW
+    (wd 0.2), 2,000 warm-up steps then cosine; beta2/eps 0.98/1e-6 (ViT) or
+    0.999/1e-8 (ResNet).  `arg="runlocal"` shrinks it to a CPU smoke run on demo data."""
+    config = base_config()
+    config.model = model
+    config.optim.lr = lr
+    if resnet:
+        config.optim.b2, config.optim.eps = 0.999, 1e-8
+    config.data.num_examples = 400_000_000
+    config.epochs = 32.0
+    if arg == "runlocal":
+        config.batch_size = 16
+        config.epochs = 0.0
+        config.total_steps = 3
+        config.optim.warmup_steps = 1
+        config.compute_dtype = "float32"
+        config.data.train = "demo:train"
+        config.data.options.shuffle_buffer = 256
+        config.log_every = 1
+        config.checkpoint_every = 3
+    elif arg:
+        raise ValueError(f"unknown config argument {arg!r}; valid: 'runlocal' or none")
+    return config

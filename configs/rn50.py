@@ -1,0 +1,17 @@
+"""RN50 with the paper's recipe (batch 32,768, peak lr 5e-4, 32 epochs of 400M pairs).
+
+    python train.py --config configs/rn50.py --workdir /ckpt/rn50 \
+        --config.data.train='wds:/data/laion/{00000..41407}.tar'
+
+Smoke run on CPU: python train.py --config configs/rn50.py:runlocal --workdir /tmp/rn50
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from common import paper_config  # noqa: E402
+
+
+def get_config(arg=None):
+    return paper_config("RN50", lr=5e-4, resnet=True, arg=arg)

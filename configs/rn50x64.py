@@ -1,0 +1,17 @@
+"""RN50x64 with the paper's recipe (batch 32,768, peak lr 3.6e-4, 32 epochs of 400M pairs).
+
+    python train.py --config configs/rn50x64.py --workdir /ckpt/rn50x64 \
+        --config.data.train='wds:/data/laion/{00000..41407}.tar'
+
+Smoke run on CPU: python train.py --config configs/rn50x64.py:runlocal --workdir /tmp/rn50x64
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from common import paper_config  # noqa: E402
+
+
+def get_config(arg=None):
+    return paper_config("RN50x64", lr=3.6e-4, resnet=True, arg=arg)

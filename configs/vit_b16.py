@@ -1,0 +1,17 @@
+"""ViT-B/16 with the paper's recipe (batch 32,768, peak lr 5e-4, 32 epochs of 400M pairs).
+
+    python train.py --config configs/vit_b16.py --workdir /ckpt/vit_b16 \
+        --config.data.train='wds:/data/laion/{00000..41407}.tar'
+
+Smoke run on CPU: python train.py --config configs/vit_b16.py:runlocal --workdir /tmp/vit_b16
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from common import paper_config  # noqa: E402
+
+
+def get_config(arg=None):
+    return paper_config("ViT-B/16", lr=5e-4, resnet=False, arg=arg)

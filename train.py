@@ -1,0 +1,37 @@
+"""Train CLIP.
+
+    python train.py --config configs/NAME.py[:ARG] --workdir DIR [--config.key=value ...]
+
+Multi-host: on a TPU pod slice or under SLURM (more than one task) jax.distributed
+starts from the environment; elsewhere pass --coordinator_address host:port
+--num_processes N --process_id I on every host.  A workdir that holds checkpoints is
+resumed from the newest one.
+"""
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+flags.DEFINE_string("workdir", None, "where checkpoints and metrics go", required=True)
+flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for explicit multi-host runs")
+flags.DEFINE_integer("num_processes", 0, "number of processes, with --coordinator_address")
+flags.DEFINE_integer("process_id", -1, "this process's index, with --coordinator_address")
+config_flags.DEFINE_config_file("config", None, "training config file", lock_config=True)
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if FLAGS.config is None:
+        raise app.UsageError("--config is required, e.g. --config configs/demo.py")
+    logging.getLogger().setLevel(logging.INFO)
+    from clip_jax.sharding import maybe_initialize_distributed
+    from clip_jax.trainer import train
+
+    maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    train(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)
