@@ -31,6 +31,12 @@ def main(argv):
 
     maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     train(FLAGS.config, FLAGS.workdir)
+    import jax
+
+    from clip_jax.metrics import summary
+
+    if jax.process_index() == 0:
+        print(summary(FLAGS.workdir))
 
 
 if __name__ == "__main__":

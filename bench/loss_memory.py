@@ -2,7 +2,7 @@
 gathered loss (local rows against gathered embeddings) against the plain global-logits
 loss, from XLA's compiled memory analysis on simulated CPU devices (nothing runs).
 
-    python bench/loss_memory.py [--devices 8] [--batch 32768] [--model ViT-B/32] [--skip-step]
+    python bench/loss_memory.py [--devices 8] [--batch 32768] [--model ViT-B/32] [--skip-step] [--remat]
 
 Prints the temporary memory of the loss alone (on [batch, 512] embeddings) and of the
 whole train step (forward, loss, backward, AdamW), per device, for both losses.
@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32768)
     parser.add_argument("--model", default="ViT-B/32")
     parser.add_argument("--skip-step", action="store_true", help="only the loss, not the whole train step")
+    parser.add_argument("--remat", action="store_true", help="recompute each block in the backward pass")
     args = parser.parse_args()
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
     import jax
@@ -37,7 +38,7 @@ def main() -> None:
     embed = jax.ShapeDtypeStruct((args.batch, 512), jnp.float32, sharding=batch_sharding(mesh))
     scale = jax.ShapeDtypeStruct((), jnp.float32)
     print(f"{jax.device_count()} simulated {jax.devices()[0].platform} devices, global batch {args.batch}, "
-          f"{args.model}, bf16 compute")
+          f"{args.model}, bf16 compute, remat={args.remat}")
     print(f"{'loss':<16}{'part':<12}{'temp GiB/device':>18}{'args GiB/device':>18}")
     for name in ("softmax", "softmax_global"):
         def loss_and_grads(i, t, s):
@@ -50,6 +51,7 @@ def main() -> None:
             continue
         config = base_config()
         config.model, config.batch_size, config.total_steps, config.loss = args.model, args.batch, 10, name
+        config.remat = args.remat
         setup = build(config)
         state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                              setup.abstract_state, setup.state_shardings)

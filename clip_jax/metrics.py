@@ -95,3 +95,24 @@ def _plain(value):
         return float(value)
     except (TypeError, ValueError):
         return value
+
+
+def summary(workdir: str) -> str:
+    """A few lines on a finished run from its metrics.jsonl: the loss at the first and
+    last logged steps and the newest evaluation results."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return f"no metrics in {workdir}"
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    train_records = [r for r in records if "loss" in r]
+    lines = []
+    if train_records:
+        first, last = train_records[0], train_records[-1]
+        lines.append(f"loss {first['loss']:.3f} at step {first['step']} -> {last['loss']:.3f} at step {last['step']}")
+    evals = [r for r in records if any(k.startswith("eval/") for k in r)]
+    if evals:
+        newest = evals[-1]
+        lines.append(f"evaluation at step {newest['step']}:")
+        lines.extend(f"  {k[len('eval/'):]}: {v:.2f}" for k, v in newest.items() if k.startswith("eval/"))
+    return "\n".join(lines)

@@ -321,7 +321,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
             window_steps += 1
             data_wait += t1 - t0
             is_last = step == setup.total_steps
-            log_now = step % config.log_every == 0 or is_last
+            log_now = step % config.log_every == 0 or is_last or step == start_step + 1
             save_now = step % config.checkpoint_every == 0 or is_last or stop_requested.is_set()
             if log_now or save_now:
                 metrics = jax.device_get(metrics)
