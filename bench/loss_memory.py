@@ -1,6 +1,7 @@
-"""Per-device memory of the ViT-B/32 train step at a 32,768 global batch: the
-gathered loss (local rows against gathered embeddings) against the plain global-logits
-loss, from XLA's compiled memory analysis on simulated CPU devices (nothing runs).
+"""Per-device memory of the contrastive losses and of the ViT-B/32 train step at a
+32,768 global batch: gathered, ring and plain global-logits softmax losses and the
+sigmoid losses, from XLA's compiled memory analysis on simulated CPU devices (nothing
+runs).
 
     python bench/loss_memory.py [--devices 8] [--batch 32768] [--model ViT-B/32] [--skip-step] [--remat]
 
@@ -40,14 +41,15 @@ def main() -> None:
     print(f"{jax.device_count()} simulated {jax.devices()[0].platform} devices, global batch {args.batch}, "
           f"{args.model}, bf16 compute, remat={args.remat}")
     print(f"{'loss':<16}{'part':<12}{'temp GiB/device':>18}{'args GiB/device':>18}")
-    for name in ("softmax", "softmax_global"):
+    for name in ("softmax", "softmax_ring", "softmax_global", "sigmoid", "sigmoid_dense"):
         def loss_and_grads(i, t, s):
-            return jax.value_and_grad(lambda a, b: losses.LOSSES[name](a, b, s, mesh)[0], argnums=(0, 1))(i, t)
+            loss = lambda a, b: losses.LOSSES[name](a, b, s, mesh, jnp.float32(-10.0))[0]  # noqa: E731
+            return jax.value_and_grad(loss, argnums=(0, 1))(i, t)
 
         memory = jax.jit(loss_and_grads).lower(embed, embed, scale).compile().memory_analysis()
         print(f"{name:<16}{'loss+grad':<12}{memory.temp_size_in_bytes / gib:>18.3f}"
               f"{memory.argument_size_in_bytes / gib:>18.3f}")
-        if args.skip_step:
+        if args.skip_step or name not in ("softmax", "softmax_global"):
             continue
         config = base_config()
         config.model, config.batch_size, config.total_steps, config.loss = args.model, args.batch, 10, name

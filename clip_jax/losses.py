@@ -1,13 +1,20 @@
-"""Contrastive losses.
+"""Contrastive losses, selected by name (`LOSSES`, from `config.loss`).
 
-`softmax_loss_dense` is the paper's loss on one device: the symmetric cross-entropy
-over the full N x N logits.  `softmax_loss_gathered` is what the trainer uses on a
-mesh: inside `shard_map`, each device gathers the other modality's embeddings from all
-devices and computes only its own rows (image->text) and its own columns (text->image),
-so per-device memory is local_batch x global_batch, never global_batch squared.
-Gradients flow back through the all-gather (its transpose is a reduce-scatter).
-Both return (loss, metrics) with in-batch accuracies, and agree to float precision.
-`LOSSES` maps `config.loss` names to these functions.
+All take L2-normalised image and text embeddings [N, E] (global arrays split over the
+batch axes of `mesh`), the scale exp(t), an optional bias, and return (loss, metrics)
+with in-batch accuracies.
+
+* `softmax` (the paper's symmetric InfoNCE): inside `shard_map` each device gathers the
+  other modality's embeddings and computes only its own rows (image->text) and columns
+  (text->image): per-device memory local_batch x global_batch, never global_batch^2.
+  Gradients flow back through the all-gather (its transpose is a reduce-scatter).
+* `softmax_ring`: the same loss with the embeddings passed around the device ring by
+  `ppermute` and an online logsumexp, one local_batch x local_batch block at a time;
+  each ring step is rematerialised, so the backward pass also holds one block.
+* `sigmoid` (SigLIP): every pair is an independent binary problem, positives on the
+  diagonal; computed on the ring the same way.
+* `softmax_global` / `sigmoid_dense`: the plain N x N forms, the references the others
+  are tested against (and the memory benchmark's baseline).
 """
 from __future__ import annotations
 
@@ -50,7 +57,7 @@ def softmax_loss_dense(image: jax.Array, text: jax.Array, scale: jax.Array):
     return 0.5 * (loss_i2t + loss_t2i), metrics
 
 
-def softmax_loss_gathered(image: jax.Array, text: jax.Array, scale: jax.Array, mesh: Mesh,
+def softmax_loss_gathered(image: jax.Array, text: jax.Array, scale: jax.Array, mesh: Mesh, bias=None,
                           axes: Sequence[str] = BATCH_AXES):
     """The same loss with local rows against gathered embeddings; image and text are
     global arrays whose batch is split over `axes` of `mesh`."""
@@ -78,16 +85,151 @@ def softmax_loss_gathered(image: jax.Array, text: jax.Array, scale: jax.Array, m
     )
 
 
-def softmax_loss_global(image: jax.Array, text: jax.Array, scale: jax.Array, mesh: Mesh):
+def softmax_loss_global(image: jax.Array, text: jax.Array, scale: jax.Array, mesh: Mesh, bias=None):
     """The plain global-logits form on a mesh (what big_vision does): XLA partitions the
     full N x N logits, so per-device memory grows with the square of the global batch.
     Kept as the reference for tests and the memory benchmark, not for training at scale."""
-    del mesh
+    del mesh, bias
     return softmax_loss_dense(image, text, scale)
 
 
-# config.loss -> fn(image, text, scale, mesh) -> (loss, metrics); embeddings normalised.
+def _ring_scan(step, carry, axes: tuple[str, ...], size: int):
+    """Run `step(carry, visiting, source) -> carry` once per device block: the visiting
+    (image, text) block moves one device along the ring after each step."""
+
+    def body(state, _):
+        carry, visiting, source = state
+        carry = step(carry, visiting, source)
+        visiting = jax.lax.ppermute(visiting, axes, [(i, (i + 1) % size) for i in range(size)])
+        return (carry, visiting, (source - 1) % size), None
+
+    me = jax.lax.axis_index(axes)
+    # The accumulators start equal on every device but diverge: declare them varying.
+    accumulators = jax.tree.map(lambda x: jax.lax.pcast(x, axes, to="varying"), carry[0])
+    state = (accumulators, carry[1], me)
+    (carry, _, _), _ = jax.lax.scan(jax.checkpoint(body), state, None, length=size)
+    return carry
+
+
+def _axis_size(mesh: Mesh, axes: Sequence[str]) -> int:
+    size = 1
+    for axis in axes:
+        size *= mesh.shape[axis]
+    return size
+
+
+def softmax_loss_ring(image: jax.Array, text: jax.Array, scale: jax.Array, mesh: Mesh, bias=None,
+                      axes: Sequence[str] = BATCH_AXES):
+    """The symmetric InfoNCE loss, one local x local block per ring step."""
+    del bias
+    axes = tuple(axes)
+    size = _axis_size(mesh, axes)
+
+    def local(image_local, text_local, scale_):
+        rows = image_local.shape[0]
+        me = jax.lax.axis_index(axes)
+        neg_inf = jnp.full((rows,), -jnp.inf, jnp.float32)
+        zeros = jnp.zeros((rows,), jnp.float32)
+        first = jnp.zeros((rows,), jnp.int32)
+        # per direction: running logsumexp, positive logit, best logit, its global index
+        init = ((neg_inf, zeros, neg_inf, first), (neg_inf, zeros, neg_inf, first))
+
+        def step(carry, visiting, source):
+            visiting_image, visiting_text = visiting
+            updated = []
+            for (lse, positive, best, best_index), mine, theirs in (
+                (carry[0], image_local, visiting_text),
+                (carry[1], text_local, visiting_image),
+            ):
+                logits = scale_ * mine @ theirs.T  # [rows, rows] block
+                lse = jnp.logaddexp(lse, jax.nn.logsumexp(logits, axis=1))
+                positive = jnp.where(source == me, jnp.diagonal(logits), positive)
+                block_best = jnp.max(logits, axis=1)
+                block_index = source * rows + jnp.argmax(logits, axis=1).astype(jnp.int32)
+                better = block_best > best
+                updated.append((lse, positive, jnp.where(better, block_best, best),
+                                jnp.where(better, block_index, best_index)))
+            return tuple(updated)
+
+        carry = _ring_scan(step, (init, (image_local, text_local)), axes, size)
+        labels = me * rows + jnp.arange(rows)
+        total = rows * size
+        loss = sum(jnp.sum(lse - positive) for lse, positive, _, _ in carry)
+        loss = jax.lax.psum(loss, axes) / (2 * total)
+        metrics = {
+            name: jax.lax.psum(jnp.sum(direction[3] == labels), axes) / total
+            for name, direction in zip(("i2t_accuracy", "t2i_accuracy"), carry)
+        }
+        return loss, metrics
+
+    batch = P(axes)
+    return jax.shard_map(local, mesh=mesh, in_specs=(batch, batch, P()), out_specs=(P(), P()))(image, text, scale)
+
+
+def sigmoid_loss_dense(image: jax.Array, text: jax.Array, scale: jax.Array, mesh: Mesh = None, bias=0.0):
+    """SigLIP: -sum over all pairs of log sigmoid(+-(scale * x.y + bias)), / N."""
+    del mesh
+    logits = scale * image @ text.T + bias
+    n = image.shape[0]
+    signs = 2.0 * jnp.eye(n) - 1.0
+    loss = -jnp.sum(jax.nn.log_sigmoid(signs * logits)) / n
+    labels = jnp.arange(n)
+    return loss, {"i2t_accuracy": _correct(logits, labels) / n, "t2i_accuracy": _correct(logits.T, labels) / n}
+
+
+def sigmoid_loss_ring(image: jax.Array, text: jax.Array, scale: jax.Array, mesh: Mesh, bias=0.0,
+                      axes: Sequence[str] = BATCH_AXES):
+    """SigLIP's loss with text blocks passed around the ring: local x local memory."""
+    axes = tuple(axes)
+    size = _axis_size(mesh, axes)
+    bias = jnp.asarray(0.0 if bias is None else bias, jnp.float32)
+
+    def local(image_local, text_local, scale_, bias_):
+        rows = image_local.shape[0]
+        me = jax.lax.axis_index(axes)
+        eye = jnp.eye(rows)
+
+        def best_of(logits, source, best, best_index):
+            block_best = jnp.max(logits, axis=1)
+            better = block_best > best
+            index = source * rows + jnp.argmax(logits, axis=1).astype(jnp.int32)
+            return jnp.where(better, block_best, best), jnp.where(better, index, best_index)
+
+        def step(carry, visiting, source):
+            loss, best_i, index_i, best_t, index_t = carry
+            visiting_image, visiting_text = visiting
+            logits = scale_ * image_local @ visiting_text.T + bias_
+            signs = jnp.where(source == me, 2.0 * eye - 1.0, -1.0)
+            loss = loss - jnp.sum(jax.nn.log_sigmoid(signs * logits))
+            best_i, index_i = best_of(logits, source, best_i, index_i)
+            # Text->image accuracy (a metric only): the columns, without gradients.
+            columns = jax.lax.stop_gradient(scale_ * text_local @ visiting_image.T)
+            best_t, index_t = best_of(columns, source, best_t, index_t)
+            return loss, best_i, index_i, best_t, index_t
+
+        neg_inf = jnp.full((rows,), -jnp.inf, jnp.float32)
+        first = jnp.zeros((rows,), jnp.int32)
+        init = (jnp.zeros((), jnp.float32), neg_inf, first, neg_inf, first)
+        loss, _, index_i, _, index_t = _ring_scan(step, (init, (image_local, text_local)), axes, size)
+        labels = me * rows + jnp.arange(rows)
+        total = rows * size
+        metrics = {
+            "i2t_accuracy": jax.lax.psum(jnp.sum(index_i == labels), axes) / total,
+            "t2i_accuracy": jax.lax.psum(jnp.sum(index_t == labels), axes) / total,
+        }
+        return jax.lax.psum(loss, axes) / total, metrics
+
+    batch = P(axes)
+    return jax.shard_map(local, mesh=mesh, in_specs=(batch, batch, P(), P()), out_specs=(P(), P()))(
+        image, text, scale, bias)
+
+
+# config.loss -> fn(image, text, scale, mesh, bias) -> (loss, metrics); embeddings normalised.
 LOSSES = {
     "softmax": softmax_loss_gathered,
+    "softmax_ring": softmax_loss_ring,
     "softmax_global": softmax_loss_global,
+    "sigmoid": sigmoid_loss_ring,
+    "sigmoid_dense": sigmoid_loss_dense,
 }
+SIGMOID_LOSSES = ("sigmoid", "sigmoid_dense")

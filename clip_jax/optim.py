@@ -24,6 +24,7 @@ NO_DECAY = (
     r"(^|/)scale$",  # LayerNorm and BatchNorm gains
     r"embedding",  # token, positional and class embeddings
     r"^logit_scale$",
+    r"^logit_bias$",
 )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from clip_jax import losses
 from clip_jax.checkpoints import Checkpointer, abstract_with_shardings, meta_for
 from clip_jax.metrics import MetricsWriter, peak_flops_per_device
-from clip_jax.models import LOGIT_SCALE_MAX, create_model
+from clip_jax.models import LOGIT_SCALE_INIT, LOGIT_SCALE_MAX, create_model
 from clip_jax.optim import make_optimizer
 from clip_jax.sharding import (
     batch_devices,
@@ -111,11 +111,23 @@ def validate(config, devices: int, processes: int) -> None:
         raise ValueError(f"on_nonfinite {config.on_nonfinite!r} unknown; valid: 'stop', 'skip'")
 
 
+def _temperature_options(config) -> dict:
+    """Initial temperature and bias: OpenAI's 1/0.07 and no bias for softmax losses,
+    SigLIP's 10 and -10 for sigmoid losses, unless the config sets them."""
+    sigmoid = config.loss in losses.SIGMOID_LOSSES
+    scale = config.get("logit_scale_init", None)
+    bias = config.get("logit_bias_init", None)
+    options = {"logit_scale_init": scale if scale is not None else (math.log(10.0) if sigmoid else LOGIT_SCALE_INIT)}
+    if sigmoid:
+        options["logit_bias_init"] = bias if bias is not None else -10.0
+    return options
+
+
 def build(config: ml_collections.ConfigDict) -> Setup:
     mesh = make_mesh([tuple(axis) for axis in config.mesh])
     validate(config, batch_devices(mesh), jax.process_count())
     model = create_model(config.model, dtype=config.get("compute_dtype", "float32"),
-                         remat=config.get("remat", False))
+                         remat=config.get("remat", False), **_temperature_options(config))
     steps = total_steps_of(config)
     size = model.config.vision.image_size
     images = jnp.zeros((1, size, size, 3), jnp.float32)
@@ -156,7 +168,7 @@ def make_train_step(setup: Setup):
         )
         scale = jnp.exp(logit_scale.astype(jnp.float32))
         image, text = losses.l2_normalize(image), losses.l2_normalize(text)
-        loss, metrics = loss_impl(image, text, scale, mesh)
+        loss, metrics = loss_impl(image, text, scale, mesh, params.get("logit_bias"))
         return loss, (metrics, updates.get("batch_stats", batch_stats))
 
     def step_fn(state: TrainState, batch):
@@ -185,6 +197,7 @@ def make_train_step(setup: Setup):
             "loss": loss,
             "grad_norm": grad_norm,
             "logit_scale": jnp.exp(new_state.params["logit_scale"]),
+            **({"logit_bias": new_state.params["logit_bias"]} if "logit_bias" in new_state.params else {}),
             "lr": setup.lr_schedule(state.step),
             "nonfinite_updates": new_state.nonfinite_count,
         }

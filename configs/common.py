@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ml_collections
 
-NO_DECAY = (r"(^|/)bias$", r"(^|/)scale$", r"embedding", r"^logit_scale$")
+NO_DECAY = (r"(^|/)bias$", r"(^|/)scale$", r"embedding", r"^logit_scale$", r"^logit_bias$")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -31,7 +31,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.options.shuffle_buffer = 10_000
     config.data.options.tokenizer = "bpe"
 
+    # "softmax" (gathered), "softmax_ring", "sigmoid" (SigLIP, on the ring); the plain
+    # N x N references "softmax_global" and "sigmoid_dense" are for tests and benchmarks.
     config.loss = "softmax"
+    config.logit_scale_init = ml_collections.FieldReference(None, field_type=float)  # None: by loss
+    config.logit_bias_init = ml_collections.FieldReference(None, field_type=float)  # sigmoid: -10
 
     config.optim = ml_collections.ConfigDict()
     config.optim.lr = 5e-4
@@ -48,12 +52,17 @@ def base_config() -> ml_collections.ConfigDict:
     # Mesh axes (name, size); one size may be -1. The batch is split over data x fsdp.
     config.mesh = (("data", -1), ("fsdp", 1))
     # (regex over '/'-joined state paths, "replicate" | "fsdp"); first match wins.
-    config.sharding_rules = (("logit_scale", "replicate"), (".*", "fsdp"))
+    config.sharding_rules = (("logit_scale|logit_bias", "replicate"), (".*", "fsdp"))
 
     config.log_every = 50
     config.checkpoint_every = 1000
     config.keep_checkpoints = 3
     config.async_checkpoints = True
+    config.eval_every = 5000
+    # Evaluations run every eval_every steps and at the end, e.g.
+    # ConfigDict(name="in1k", task="zeroshot", data="tfds:imagenet2012:validation",
+    #            templates=("a photo of a {}.",), batch_size=256)
+    config.evals = []
     config.on_nonfinite = "stop"  # or "skip": drop the update, count it, go on
     config.init_from = ""  # any file clip_jax.load_checkpoint reads, for fine-tuning
     config.peak_flops = 0.0  # per device, for MFU where the device is not in the built-in table

@@ -201,3 +201,24 @@ def test_device_layouts_and_processes_give_the_same_training(tmp_path):
             # Adam normalises each update, so a parameter whose gradient is ~0 can move by
             # up to lr (1e-3) on float rounding alone; 1e-4 is a tenth of one such step.
             np.testing.assert_allclose(other[key], reference[key], atol=1e-4, err_msg=f"{name}: {key}")
+
+
+def test_ring_loss_trains_like_the_gathered_loss(tmp_path):
+    """Three steps with the ring softmax loss land where the gathered loss lands."""
+    mesh = (("data", 2), ("fsdp", 4))
+    gathered = flat_params(train(tiny_config(total_steps=3, mesh=mesh), str(tmp_path / "g"), synthetic_data))
+    ring = flat_params(train(tiny_config(total_steps=3, mesh=mesh, loss="softmax_ring"), str(tmp_path / "r"),
+                             synthetic_data))
+    for key, value in gathered.items():
+        np.testing.assert_allclose(ring[key], value, atol=1e-4, err_msg=key)  # see the Adam note above
+
+
+def test_sigmoid_loss_has_siglip_temperature_and_bias(tmp_path):
+    config = tiny_config(total_steps=8, log_every=1, loss="sigmoid", **{"optim.lr": 2e-3})
+    setup = build(config)
+    assert setup.model.logit_bias_init == -10.0
+    assert setup.model.logit_scale_init == pytest.approx(np.log(10.0))
+    state = train(config, str(tmp_path), synthetic_data)
+    assert "logit_bias" in state.params and float(state.params["logit_bias"]) != -10.0
+    losses = losses_of(tmp_path)
+    assert losses[-1] < losses[0]

@@ -13,12 +13,15 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def create_model(name_or_config: str | CLIPConfig, *, dtype="float32", remat: bool = False,
-                 act: str | None = None) -> CLIP:
+                 act: str | None = None, logit_scale_init: float = LOGIT_SCALE_INIT,
+                 logit_bias_init: float | None = None) -> CLIP:
     """A CLIP module for a registered name (or a `CLIPConfig`).
 
     dtype: compute dtype, "float32" or "bfloat16" (parameters stay float32, LayerNorm
     runs in float32); remat: recompute each block in the backward pass; act: override
-    the MLP activation ("quick_gelu" or "gelu").
+    the MLP activation ("quick_gelu" or "gelu"); logit_scale_init / logit_bias_init:
+    the temperature's initial value (log space) and an optional learnable logit bias
+    (SigLIP's sigmoid loss uses log(10) and -10).
     """
     config = get_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
     if act is not None:
@@ -30,7 +33,8 @@ def create_model(name_or_config: str | CLIPConfig, *, dtype="float32", remat: bo
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; valid: {sorted(DTYPES)}")
         dtype = DTYPES[dtype]
-    return CLIP(config=config, dtype=dtype, remat=remat)
+    return CLIP(config=config, dtype=dtype, remat=remat, logit_scale_init=logit_scale_init,
+                logit_bias_init=logit_bias_init)
 
 
 __all__ = [

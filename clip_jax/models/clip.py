@@ -25,6 +25,8 @@ class CLIP(nn.Module):
     config: CLIPConfig
     dtype: Any = jnp.float32  # compute dtype; parameters are always float32
     remat: bool = False
+    logit_scale_init: float = LOGIT_SCALE_INIT  # log space; SigLIP uses log(10)
+    logit_bias_init: float | None = None  # a learnable logit bias (SigLIP: -10); None: none
 
     def setup(self):
         cfg = self.config
@@ -64,7 +66,9 @@ class CLIP(nn.Module):
             remat=self.remat,
             dtype=self.dtype,
         )
-        self.logit_scale = self.param("logit_scale", nn.initializers.constant(LOGIT_SCALE_INIT), ())
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(self.logit_scale_init), ())
+        if self.logit_bias_init is not None:
+            self.logit_bias = self.param("logit_bias", nn.initializers.constant(self.logit_bias_init), ())
 
     def encode_image(self, images: jax.Array, train: bool = False, project: bool = True) -> jax.Array:
         size = self.config.vision.image_size
@@ -81,5 +85,6 @@ class CLIP(nn.Module):
         return self.text(tokens)
 
     def __call__(self, images: jax.Array, tokens: jax.Array, train: bool = False):
-        """-> (image features, text features, logit_scale); features unnormalised."""
+        """-> (image features, text features, logit_scale); features unnormalised.
+        The logit bias, when the model has one, is read from the parameters."""
         return self.encode_image(images, train=train), self.encode_text(tokens), self.logit_scale
