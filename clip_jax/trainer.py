@@ -127,7 +127,10 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     mesh = make_mesh([tuple(axis) for axis in config.mesh])
     validate(config, batch_devices(mesh), jax.process_count())
     model = create_model(config.model, dtype=config.get("compute_dtype", "float32"),
-                         remat=config.get("remat", False), **_temperature_options(config))
+                         remat=config.get("remat", False), patch_dropout=config.get("patch_dropout", 0.0),
+                         **_temperature_options(config))
+    if model.patch_dropout and model.config.vision.is_resnet:
+        raise ValueError(f"patch_dropout={model.patch_dropout} needs a ViT; {config.model} is a ResNet")
     steps = total_steps_of(config)
     size = model.config.vision.image_size
     images = jnp.zeros((1, size, size, 3), jnp.float32)
@@ -156,15 +159,19 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     return setup
 
 
-def make_train_step(setup: Setup):
-    config, model, mesh = setup.config, setup.model, setup.mesh
+def make_train_step(setup: Setup, model=None):
+    """The jitted step; `model` defaults to the configured one (the unmasked tuning
+    phase of patch dropout passes a copy without it)."""
+    config, mesh = setup.config, setup.mesh
+    model = model or setup.model
     is_resnet = model.config.vision.is_resnet
     loss_impl = losses.LOSSES[config.loss]
 
-    def loss_fn(params, batch_stats, batch):
+    def loss_fn(params, batch_stats, batch, rng):
         variables = {"params": params, **({"batch_stats": batch_stats} if is_resnet else {})}
         (image, text, logit_scale), updates = model.apply(
             variables, batch["images"], batch["tokens"], train=True, mutable=["batch_stats"] if is_resnet else [],
+            rngs={"patch_dropout": rng},
         )
         scale = jnp.exp(logit_scale.astype(jnp.float32))
         image, text = losses.l2_normalize(image), losses.l2_normalize(text)
@@ -172,8 +179,9 @@ def make_train_step(setup: Setup):
         return loss, (metrics, updates.get("batch_stats", batch_stats))
 
     def step_fn(state: TrainState, batch):
+        rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), state.step)  # same on resume
         (loss, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.batch_stats, batch)
+            state.params, state.batch_stats, batch, rng)
         updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
         params = flax.core.unfreeze(jax.tree.map(lambda p, u: p + u, state.params, updates))
         # The paper's cap: the logits are never scaled by more than 100.
@@ -307,6 +315,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     if position is not None:
         iterator.set_state(position)
     train_step = make_train_step(setup)
+    unmasked_from = setup.total_steps - config.get("patch_dropout_unmasked_steps", 0) + 1
+    if not setup.model.patch_dropout:
+        unmasked_from = setup.total_steps + 1
     writer = MetricsWriter(workdir, setup.total_steps, enabled=jax.process_index() == 0)
     stop_requested = threading.Event()
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop_requested.set()) \
@@ -324,6 +335,11 @@ def train(config: ml_collections.ConfigDict, workdir: str,
             t0 = time.perf_counter()
             batch, position = prefetcher.next()
             t1 = time.perf_counter()
+            if step == unmasked_from or (compiled_step is None and step > unmasked_from):
+                # FLIP's final phase: the same parameters, every patch kept.
+                train_step = make_train_step(setup, setup.model.clone(patch_dropout=0.0))
+                compiled_step = None
+                logging.info("patch dropout off from step %d", step)
             if compiled_step is None:
                 compile_start = time.perf_counter()
                 compiled_step = train_step.lower(state, batch).compile()

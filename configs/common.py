@@ -15,6 +15,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.model = "ViT-B/32"
     config.compute_dtype = "bfloat16"  # parameters stay float32; LayerNorm runs in float32
     config.remat = False
+    config.patch_dropout = 0.0  # FLIP: fraction of image patches dropped in training (ViTs)
+    config.patch_dropout_unmasked_steps = 0  # final steps trained without patch dropout
     config.seed = 0
 
     config.batch_size = 32768  # global, over all hosts and devices

@@ -14,15 +14,18 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def create_model(name_or_config: str | CLIPConfig, *, dtype="float32", remat: bool = False,
                  act: str | None = None, logit_scale_init: float = LOGIT_SCALE_INIT,
-                 logit_bias_init: float | None = None) -> CLIP:
+                 logit_bias_init: float | None = None, patch_dropout: float = 0.0) -> CLIP:
     """A CLIP module for a registered name (or a `CLIPConfig`).
 
     dtype: compute dtype, "float32" or "bfloat16" (parameters stay float32, LayerNorm
     runs in float32); remat: recompute each block in the backward pass; act: override
     the MLP activation ("quick_gelu" or "gelu"); logit_scale_init / logit_bias_init:
     the temperature's initial value (log space) and an optional learnable logit bias
-    (SigLIP's sigmoid loss uses log(10) and -10).
+    (SigLIP's sigmoid loss uses log(10) and -10); patch_dropout: FLIP's fraction of
+    image patches dropped in training (ViTs only).
     """
+    if not 0.0 <= patch_dropout < 1.0:
+        raise ValueError(f"patch_dropout must be in [0, 1); got {patch_dropout}")
     config = get_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
     if act is not None:
         from clip_jax.models.layers import activation
@@ -34,7 +37,7 @@ def create_model(name_or_config: str | CLIPConfig, *, dtype="float32", remat: bo
             raise ValueError(f"unknown dtype {dtype!r}; valid: {sorted(DTYPES)}")
         dtype = DTYPES[dtype]
     return CLIP(config=config, dtype=dtype, remat=remat, logit_scale_init=logit_scale_init,
-                logit_bias_init=logit_bias_init)
+                logit_bias_init=logit_bias_init, patch_dropout=patch_dropout)
 
 
 __all__ = [

@@ -27,6 +27,7 @@ class CLIP(nn.Module):
     remat: bool = False
     logit_scale_init: float = LOGIT_SCALE_INIT  # log space; SigLIP uses log(10)
     logit_bias_init: float | None = None  # a learnable logit bias (SigLIP: -10); None: none
+    patch_dropout: float = 0.0  # ViT only: fraction of patches dropped in training (FLIP)
 
     def setup(self):
         cfg = self.config
@@ -53,6 +54,7 @@ class CLIP(nn.Module):
                 act=cfg.act,
                 remat=self.remat,
                 dtype=self.dtype,
+                patch_dropout=self.patch_dropout,
             )
         text = cfg.text
         self.text = TextTransformer(

@@ -1,5 +1,6 @@
 """CLIP's VisionTransformer: patch conv without bias, class token, learned positions,
-the extra `ln_pre`, pre-LN blocks, `ln_post` on the class token, bias-free projection.
+the extra `ln_pre`, pre-LN blocks, `ln_post` on the class token, bias-free projection;
+optionally FLIP's patch dropout in training.
 """
 from __future__ import annotations
 
@@ -23,11 +24,14 @@ class VisionTransformer(nn.Module):
     act: str = "quick_gelu"
     remat: bool = False
     dtype: Any = jnp.float32
+    patch_dropout: float = 0.0  # FLIP: fraction of patches dropped in training
 
     @nn.compact
     def __call__(self, images: jax.Array, project: bool = True, train: bool = False) -> jax.Array:
-        """images: [N, H, W, 3] -> [N, output_dim] (or [N, width] with project=False)."""
-        del train  # no dropout or batch norm in the ViT
+        """images: [N, H, W, 3] -> [N, output_dim] (or [N, width] with project=False).
+
+        With train=True and patch_dropout > 0, each image keeps a random subset of its
+        patches (the class token always stays); needs the 'patch_dropout' rng."""
         scale = self.width**-0.5
         x = nn.Conv(
             self.width,
@@ -46,6 +50,8 @@ class VisionTransformer(nn.Module):
         x = jnp.concatenate([cls, x], axis=1)
         positions = self.param("positional_embedding", normal(scale), (grid_h * grid_w + 1, self.width))
         x = x + positions.astype(self.dtype)
+        if train and self.patch_dropout > 0:
+            x = drop_patches(x, self.patch_dropout, self.make_rng("patch_dropout"))
         x = LayerNorm(name="ln_pre")(x)
         x = Transformer(
             self.layers, self.num_heads, self.mlp_dim, self.act,
@@ -57,3 +63,15 @@ class VisionTransformer(nn.Module):
             return pooled
         proj = self.param("proj", normal(scale), (self.width, self.output_dim))
         return pooled @ proj.astype(self.dtype)
+
+
+def drop_patches(tokens: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
+    """Keep the class token and a random round((1 - rate) * patches) patches per image
+    (at least one), in their original order; positions were already added."""
+    batch, length, width = tokens.shape
+    patches = length - 1
+    keep = max(1, int(round(patches * (1.0 - rate))))
+    scores = jax.random.uniform(rng, (batch, patches))
+    kept = jnp.sort(jnp.argsort(scores, axis=1)[:, :keep], axis=1) + 1
+    kept = jnp.concatenate([jnp.zeros((batch, 1), kept.dtype), kept], axis=1)
+    return jnp.take_along_axis(tokens, kept[:, :, None], axis=1)
