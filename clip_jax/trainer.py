@@ -26,6 +26,7 @@ import numpy as np
 
 from clip_jax import losses
 from clip_jax.checkpoints import Checkpointer, abstract_with_shardings, meta_for
+from clip_jax.gradients import make_grad_fn
 from clip_jax.metrics import MetricsWriter, peak_flops_per_device
 from clip_jax.models import LOGIT_SCALE_INIT, LOGIT_SCALE_MAX, create_model
 from clip_jax.optim import make_optimizer
@@ -101,6 +102,12 @@ def validate(config, devices: int, processes: int) -> None:
     for key in ("b1", "b2"):
         if not 0 <= optim[key] < 1:
             raise ValueError(f"optim.{key} must be in [0, 1); got {optim[key]}")
+    steps = config.get("accumulation_steps", 1)
+    if steps < 1 or config.batch_size % (steps * devices):
+        raise ValueError(
+            f"accumulation_steps {steps} must be >= 1 and divide the global batch {config.batch_size} into "
+            f"micro-batches divisible by the {devices} devices"
+        )
     if config.loss not in losses.LOSSES:
         raise ValueError(f"loss {config.loss!r} unknown; valid: {sorted(losses.LOSSES)}")
     if config.get("evals"):
@@ -164,24 +171,11 @@ def make_train_step(setup: Setup, model=None):
     phase of patch dropout passes a copy without it)."""
     config, mesh = setup.config, setup.mesh
     model = model or setup.model
-    is_resnet = model.config.vision.is_resnet
-    loss_impl = losses.LOSSES[config.loss]
-
-    def loss_fn(params, batch_stats, batch, rng):
-        variables = {"params": params, **({"batch_stats": batch_stats} if is_resnet else {})}
-        (image, text, logit_scale), updates = model.apply(
-            variables, batch["images"], batch["tokens"], train=True, mutable=["batch_stats"] if is_resnet else [],
-            rngs={"patch_dropout": rng},
-        )
-        scale = jnp.exp(logit_scale.astype(jnp.float32))
-        image, text = losses.l2_normalize(image), losses.l2_normalize(text)
-        loss, metrics = loss_impl(image, text, scale, mesh, params.get("logit_bias"))
-        return loss, (metrics, updates.get("batch_stats", batch_stats))
+    grad_fn = make_grad_fn(model, config.loss, mesh, config.get("accumulation_steps", 1))
 
     def step_fn(state: TrainState, batch):
         rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), state.step)  # same on resume
-        (loss, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state.batch_stats, batch, rng)
+        loss, metrics, batch_stats, grads = grad_fn(state.params, state.batch_stats, batch, rng)
         updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
         params = flax.core.unfreeze(jax.tree.map(lambda p, u: p + u, state.params, updates))
         # The paper's cap: the logits are never scaled by more than 100.

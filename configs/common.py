@@ -20,6 +20,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.seed = 0
 
     config.batch_size = 32768  # global, over all hosts and devices
+    # k > 1: embedding-cache accumulation over k micro-batches (all k*B negatives, the
+    # activation memory of one micro-batch); see clip_jax/gradients.py.
+    config.accumulation_steps = 1
     # Training length: exactly one of these > 0 (epochs needs data.num_examples).
     config.total_steps = 0
     config.total_examples = 0

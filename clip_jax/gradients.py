@@ -1,0 +1,104 @@
+"""Loss and gradients of one global batch, plain or by embedding-cache accumulation.
+
+Plain: one forward and backward pass over the whole batch.
+
+Accumulated (k micro-batches, as open_clip's accum-freq and GradCache): every example
+still sees all k*B negatives, but only one micro-batch's activations are alive at a time.
+  1. embed every micro-batch without gradients (only the embeddings are kept);
+  2. compute the contrastive loss on all embeddings and its gradient with respect to
+     the embeddings (and the temperature/bias);
+  3. re-run each micro-batch with gradients and pull its slice of that embedding
+     gradient back through the towers (a VJP), summing parameter gradients.
+For towers without batch statistics this is the plain gradient exactly (up to float
+summation order).  ResNets' BatchNorm sees micro-batch statistics, as in open_clip.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from clip_jax import losses
+from clip_jax.sharding import BATCH_AXES
+
+
+def _split(tree, steps: int, mesh):
+    """[N, ...] -> [k, N/k, ...] with micro-batch j = examples j, j+k, j+2k, ...: each
+    device's contiguous slice holds an equal share of every micro-batch, so the split
+    moves no data between devices."""
+
+    def split(x):
+        x = x.reshape((x.shape[0] // steps, steps) + x.shape[1:]).swapaxes(0, 1)
+        spec = P(None, BATCH_AXES, *([None] * (x.ndim - 2)))
+        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+    return jax.tree.map(split, tree)
+
+
+def _merge(x):
+    """Inverse of `_split` for one array: [k, N/k, ...] -> [N, ...] in batch order."""
+    return x.swapaxes(0, 1).reshape((-1,) + x.shape[2:])
+
+
+def make_grad_fn(model, loss_name: str, mesh, accumulation_steps: int = 1) -> Callable:
+    """fn(params, batch_stats, batch, rng) -> (loss, metrics, batch_stats, grads)."""
+    is_resnet = model.config.vision.is_resnet
+    loss_impl = losses.LOSSES[loss_name]
+
+    def embed(params, batch_stats, batch, rng):
+        variables = {"params": params, **({"batch_stats": batch_stats} if is_resnet else {})}
+        (image, text, _), updates = model.apply(
+            variables, batch["images"], batch["tokens"], train=True,
+            mutable=["batch_stats"] if is_resnet else [], rngs={"patch_dropout": rng},
+        )
+        return (losses.l2_normalize(image), losses.l2_normalize(text)), updates.get("batch_stats", batch_stats)
+
+    def loss_of(image, text, temperature):
+        scale = jnp.exp(temperature["logit_scale"].astype(jnp.float32))
+        return loss_impl(image, text, scale, mesh, temperature.get("logit_bias"))
+
+    def temperature_of(params):
+        return {k: params[k] for k in ("logit_scale", "logit_bias") if k in params}
+
+    def plain(params, batch_stats, batch, rng):
+        def total(p):
+            (image, text), new_stats = embed(p, batch_stats, batch, rng)
+            loss, metrics = loss_of(image, text, temperature_of(p))
+            return loss, (metrics, new_stats)
+
+        (loss, (metrics, new_stats)), grads = jax.value_and_grad(total, has_aux=True)(params)
+        return loss, metrics, new_stats, grads
+
+    def accumulated(params, batch_stats, batch, rng):
+        steps = accumulation_steps
+        micro = _split(batch, steps, mesh)
+        rngs = jax.random.split(rng, steps)  # the same patch masks in both passes
+
+        def embed_only(_, inputs):
+            mb, key = inputs
+            (image, text), _ = embed(jax.lax.stop_gradient(params), batch_stats, mb, key)
+            return None, (image, text)
+
+        _, (images, texts) = jax.lax.scan(embed_only, None, (micro, rngs))
+        temperature = temperature_of(params)
+        (loss, metrics), (image_grad, text_grad, temperature_grad) = jax.value_and_grad(
+            loss_of, argnums=(0, 1, 2), has_aux=True)(_merge(images), _merge(texts), temperature)
+        cotangents = _split((image_grad, text_grad), steps, mesh)
+
+        def backward(carry, inputs):
+            grads, _ = carry
+            mb, key, cotangent = inputs
+            (_, vjp, new_stats) = jax.vjp(lambda p: embed(p, batch_stats, mb, key), params, has_aux=True)
+            (micro_grads,) = vjp(cotangent)
+            return (jax.tree.map(jnp.add, grads, micro_grads), new_stats), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (grads, new_stats), _ = jax.lax.scan(backward, (zeros, batch_stats), (micro, rngs, cotangents))
+        grads = dict(grads)
+        for key, value in temperature_grad.items():
+            grads[key] = grads[key] + value
+        return loss, metrics, new_stats, grads
+
+    return plain if accumulation_steps == 1 else accumulated
