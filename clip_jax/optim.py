@@ -6,6 +6,11 @@
 * Linear warm-up to the peak, then cosine decay to `end_lr_factor * peak`.
 * Global-norm gradient clipping (0 disables it).
 * Frozen groups (regexes) get no update and no optimizer state (LiT-style locking).
+  Transformer blocks are stacked along a leading layer axis (nn.scan), so freezing
+  some blocks of a tower uses "REGEX@START:STOP": layers START..STOP-1 of the matching
+  stacked leaves get no update (their leaves keep optimizer state, being partly
+  trained).  E.g. all of the image tower but its last 2 of 12 blocks:
+  ("^visual/(?!transformer/blocks/)", "^visual/transformer/blocks/@:10").
 """
 from __future__ import annotations
 
@@ -64,9 +69,37 @@ def make_optimizer(config: ml_collections.ConfigDict, params, total_steps: int):
         parts.append(optax.clip_by_global_norm(config.grad_clip))
     parts.append(optax.adamw(lr, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.wd,
                              mask=lambda p: decay_mask(p, no_decay)))
+    frozen = tuple(config.get("frozen", None) or ())
+    whole = tuple(p for p in frozen if "@" not in p)
+    layered = tuple(_parse_layered(p) for p in frozen if "@" in p)
+    if layered:
+        parts.append(_freeze_layers(layered))
     trainable = optax.chain(*parts)
-    frozen_patterns = tuple(config.get("frozen", None) or ())
-    if not frozen_patterns:
+    if not whole:
         return trainable, lr
-    labels = jax.tree.map(lambda f: "frozen" if f else "trainable", _label_tree(params, frozen_patterns))
+    labels = jax.tree.map(lambda f: "frozen" if f else "trainable", _label_tree(params, whole))
     return optax.multi_transform({"trainable": trainable, "frozen": optax.set_to_zero()}, labels), lr
+
+
+def _parse_layered(pattern: str) -> tuple[re.Pattern, slice]:
+    regex, _, layers = pattern.rpartition("@")
+    try:
+        start, stop = (int(x) if x else None for x in layers.split(":"))
+    except ValueError:
+        raise ValueError(f"frozen pattern {pattern!r}: expected REGEX@START:STOP, e.g. "
+                         "'^visual/transformer/blocks/@:10'") from None
+    return re.compile(regex), slice(start, stop)
+
+
+def _freeze_layers(layered):
+    """Zero the updates of the listed layers of stacked (scanned) block parameters."""
+
+    def mask(path, update):
+        name = path_string(path)
+        for regex, layers in layered:
+            if regex.search(name):
+                keep = jax.numpy.ones(update.shape[0], update.dtype).at[layers].set(0)
+                update = update * keep.reshape((-1,) + (1,) * (update.ndim - 1))
+        return update
+
+    return optax.stateless(lambda updates, params=None: jax.tree_util.tree_map_with_path(mask, updates))

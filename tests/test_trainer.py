@@ -222,3 +222,17 @@ def test_sigmoid_loss_has_siglip_temperature_and_bias(tmp_path):
     assert "logit_bias" in state.params and float(state.params["logit_bias"]) != -10.0
     losses = losses_of(tmp_path)
     assert losses[-1] < losses[0]
+
+
+def test_freezing_all_but_the_last_blocks_of_a_tower(tmp_path):
+    config = tiny_config(total_steps=2, **{"optim.frozen": (r"^visual/(?!transformer/blocks/)",
+                                                           r"^visual/transformer/blocks/@:1")})
+    setup = build(config)
+    initial = flat_params(setup.init_state(jax.random.key(config.seed, impl="rbg")))
+    final = flat_params(train(config, str(tmp_path), synthetic_data))
+    kernel = "visual/transformer/blocks/attn/in_proj/kernel"
+    assert np.array_equal(final[kernel][0], initial[kernel][0])  # block 0 frozen
+    assert not np.array_equal(final[kernel][1], initial[kernel][1])  # the last block trains
+    assert np.array_equal(final["visual/conv1/kernel"], initial["visual/conv1/kernel"])
+    with pytest.raises(ValueError, match="REGEX@START:STOP"):
+        build(tiny_config(**{"optim.frozen": ("^visual/@x",)}))
