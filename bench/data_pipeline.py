@@ -48,13 +48,13 @@ def make_shards(directory: str, count: int) -> str:
 
 
 def measure(spec: str, image_size: int, batch: int, batches: int, threads: int) -> float:
-    it = data.train_iterator(spec, batch_size=batch, image_size=image_size, seed=0, shuffle_buffer=1000, num_threads=threads)
-    for _ in range(3):
-        next(it)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(it)
-    return batches * batch / (time.perf_counter() - start)
+    with data.train_iterator(spec, batch_size=batch, image_size=image_size, seed=0, shuffle_buffer=1000, num_threads=threads) as it:
+        for _ in range(3):
+            next(it)
+        start = time.perf_counter()
+        for _ in range(batches):
+            next(it)
+        return batches * batch / (time.perf_counter() - start)
 
 
 def main(argv=None) -> None:

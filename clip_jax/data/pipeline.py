@@ -1,0 +1,398 @@
+"""Training and evaluation pipelines: sources -> examples -> per-host batches.
+
+Training order, per source (one per '+' in the spec):
+  1. Host split: unit u goes to host u % process_count; with fewer units than hosts every
+     host reads all units and keeps every process_count-th example instead.
+  2. Epoch e: the host's units in a permutation drawn from (seed, host, source, e), cut
+     into blocks of `units_per_block` units.
+  3. Block b: its units interleaved one example at a time, shuffled with a buffer of
+     `shuffle_buffer` seeded by (seed, host, source, e, b), and numbered 0, 1, 2, ...
+Sources are mixed by weight with a stateless draw per output index m, and example m's
+crop and caption choice are drawn from (seed, host, m).  Every example is therefore a
+pure function of where it sits in the stream.
+
+Resume mechanism: the position of the last example in each batch travels with the batch
+(tf.data computes it, so prefetching does not blur it).  The state is, per source, the
+next (epoch, block, offset), plus the next mix index m and the fault counters: a few
+dozen integers of JSON.  `set_state` rebuilds the pipeline starting at block b of epoch e
+and skips `offset` raw (undecoded) examples of that block, so a resume re-reads at most one
+block (units_per_block shards) and decodes nothing twice.  We did not use tf.data's own
+iterator checkpoints: they save the shuffle buffers (gigabytes of encoded images at
+buffer 10k) and cannot save Python-generator readers.
+
+Faults: a shard that breaks, an image file that cannot be read, an example with no valid
+caption are flagged by the sources; bytes that do not decode raise inside the map and are
+dropped by ignore_errors, and counted from the gap they leave in m.  Counters travel
+with the batches, like the positions, so `stats()` is exact for the batches delivered.
+
+tf.data settings: map and interleave use AUTOTUNE parallelism on tf.data's private
+thread pool of `num_threads` threads (default: all cores); deterministic order is
+required for resume and set explicitly.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Iterator, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from clip_jax.data import image_ops, sources as sources_lib, text_ops
+from clip_jax.data.sources import FAULT_IMAGE, FAULT_NONE, FAULT_SHARD
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+COUNTERS = ("skipped_shards", "skipped_images", "skipped_captions")
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _seed(*parts: int) -> int:
+    """A 31-bit seed derived from integers (stable across runs and platforms)."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0] >> 1)
+
+
+def _options(num_threads: int | None) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = True
+    if num_threads:
+        options.threading.private_threadpool_size = num_threads
+    return options
+
+
+def _host_units(source, process_index: int, process_count: int) -> tuple[list[str], bool]:
+    """This host's units, and whether it must stride over examples instead."""
+    if len(source.units) >= process_count:
+        return source.units[process_index::process_count], False
+    return list(source.units), True
+
+
+def _source_stream(source, source_id, *, seed, process_index, process_count, start, epochs, shuffle_buffer, units_per_block):
+    """Raw elements of one source for this host, with their (epoch, block, offset) positions."""
+    units, stride = _host_units(source, process_index, process_count)
+    n = len(units)
+    per_block = max(1, min(units_per_block, n))
+    num_blocks = math.ceil(n / per_block)
+    unit_names = tf.constant(units, tf.string)
+    e0, b0, o0 = (tf.constant(v, tf.int64) for v in start)
+    base = _seed(seed, process_index, source_id)
+
+    def read_unit(name):
+        ds = source.read_unit(name)
+        return ds.shard(process_count, process_index) if stride else ds
+
+    def blocks_of_epoch(epoch):
+        order = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(base, tf.int64), epoch])))
+        first = tf.where(tf.equal(epoch, e0), b0, tf.constant(0, tf.int64))
+
+        def block_units(block):
+            members = tf.range(block * per_block, tf.minimum((block + 1) * per_block, n))
+            return epoch, block, tf.gather(unit_names, tf.gather(order, members))
+
+        return tf.data.Dataset.range(first, num_blocks).map(block_units)
+
+    def read_block(epoch, block, names):
+        ds = tf.data.Dataset.from_tensor_slices(names).interleave(
+            read_unit, cycle_length=per_block, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True
+        )
+        block_seed = tf.bitwise.bitwise_xor(tf.constant(base, tf.int64), epoch * 1_000_003 + block)
+        ds = ds.shuffle(shuffle_buffer, seed=block_seed, reshuffle_each_iteration=False).enumerate()
+        at_start = tf.logical_and(tf.equal(epoch, e0), tf.equal(block, b0))
+        ds = ds.skip(tf.where(at_start, o0, tf.constant(0, tf.int64)))
+        return ds.map(lambda offset, raw: {**raw, "source": tf.constant(source_id, tf.int32), "pos": tf.stack([epoch, block, offset])})
+
+    epoch_ids = tf.data.Dataset.range(start[0], epochs) if epochs is not None else tf.data.Dataset.counter(start[0])
+    stream = epoch_ids.flat_map(blocks_of_epoch).flat_map(read_block)
+    if source.class_names is not None and not source.has_captions:
+        stream = stream.map(_prompt_captions(source.class_names))
+    return stream
+
+
+def _prompt_captions(class_names: Sequence[str], template: str = "a photo of a {}."):
+    """Label-only sources train on captions made from their class names."""
+    prompts = tf.constant([template.format(name.replace("_", " ")) for name in class_names])
+
+    def add(raw):
+        use = tf.logical_and(tf.equal(tf.size(raw["captions"]), 0), raw["label"] >= 0)
+        captions = tf.cond(use, lambda: tf.gather(prompts, raw["label"])[None], lambda: raw["captions"])
+        return {**raw, "captions": captions}
+
+    return add
+
+
+class TrainIterator:
+    """Deterministic, resumable iterator of per-host training batches (see module docstring)."""
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        batch_size: int,
+        image_size: int,
+        seed: int,
+        process_index: int = 0,
+        process_count: int = 1,
+        context_length: int = 77,
+        tokenizer: str = "bpe",
+        crop_scale: tuple[float, float] = (0.9, 1.0),
+        shuffle_buffer: int = 10_000,
+        epochs: int | None = None,
+        units_per_block: int = 4,
+        num_threads: int | None = None,
+        prefetch: int = 2,
+    ):
+        for name, value in (("batch_size", batch_size), ("image_size", image_size), ("process_count", process_count),
+                            ("shuffle_buffer", shuffle_buffer), ("units_per_block", units_per_block)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}")
+        if not (0 < crop_scale[0] <= crop_scale[1] <= 1):
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
+        if epochs is not None and epochs < 1:
+            raise ValueError(f"epochs must be None (endless) or positive, got {epochs}")
+        self.spec, self.seed = spec, int(seed)
+        self.process_index, self.process_count = process_index, process_count
+        self.batch_size, self.image_size, self.context_length = batch_size, image_size, context_length
+        self.crop_scale, self.shuffle_buffer, self.epochs = tuple(crop_scale), shuffle_buffer, epochs
+        self.units_per_block, self.num_threads, self.prefetch = units_per_block, num_threads, prefetch
+        self.tokenize = text_ops.graph_tokenizer(tokenizer, context_length)
+        self.sources = sources_lib.open_sources(spec)
+        weights = np.array([s.spec.weight for s in self.sources], np.float64)
+        self.log_weights = np.log(weights / weights.sum()).astype(np.float32)
+        self._state = {
+            "version": STATE_VERSION,
+            "spec": spec,
+            "seed": self.seed,
+            "process_index": process_index,
+            "process_count": process_count,
+            "positions": [[0, 0, 0] for _ in self.sources],
+            "next_index": 0,
+            "counters": {name: 0 for name in COUNTERS},
+            "examples": 0,
+            "batches": 0,
+        }
+        self._iterator = None
+
+    # -- public interface -------------------------------------------------------------
+
+    def __iter__(self) -> "TrainIterator":
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self._iterator is None:
+            self._iterator = self.dataset().as_numpy_iterator()
+        batch = next(self._iterator)
+        state = self._state
+        state["positions"] = batch["positions"].tolist()
+        state["next_index"] = int(batch["next_index"])
+        state["counters"] = dict(zip(COUNTERS, map(int, batch["counters"])))
+        state["examples"] += self.batch_size
+        state["batches"] += 1
+        return {"images": batch["images"], "tokens": batch["tokens"]}
+
+    def get_state(self) -> dict:
+        """JSON-serialisable position after the last batch returned."""
+        return {k: (dict(v) if isinstance(v, dict) else [list(p) for p in v] if k == "positions" else v) for k, v in self._state.items()}
+
+    def set_state(self, state: dict) -> None:
+        """Continue from `state` (from get_state of an iterator with the same spec, seed and host)."""
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(f"not a data iterator state of version {STATE_VERSION}: {str(state)[:200]}")
+        for key in ("spec", "seed", "process_index", "process_count"):
+            if state[key] != self._state[key]:
+                raise ValueError(
+                    f"data iterator state was saved with {key}={state[key]!r} but this iterator has "
+                    f"{key}={self._state[key]!r}; the stream would differ"
+                )
+        if len(state["positions"]) != len(self.sources):
+            raise ValueError(f"state has {len(state['positions'])} source positions, spec has {len(self.sources)} sources")
+        self._state = {**state, "positions": [list(p) for p in state["positions"]], "counters": dict(state["counters"])}
+        self._iterator = None  # rebuilt lazily from the new state
+
+    def close(self) -> None:
+        """Stop the background readers (call before deleting the files the spec names)."""
+        self._iterator = None
+
+    def __enter__(self) -> "TrainIterator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def stats(self) -> dict[str, int]:
+        """Counters for the batches delivered so far (carried across resumes)."""
+        return {"examples": self._state["examples"], "batches": self._state["batches"], **self._state["counters"]}
+
+    # -- the tf.data graph ------------------------------------------------------------
+
+    def dataset(self) -> tf.data.Dataset:
+        """The tf.data pipeline from the current state (batches carry their own positions)."""
+        state = self._state
+        streams = [
+            _source_stream(
+                source, i, seed=self.seed, process_index=self.process_index, process_count=self.process_count,
+                start=state["positions"][i], epochs=self.epochs, shuffle_buffer=self.shuffle_buffer,
+                units_per_block=self.units_per_block,
+            )
+            for i, source in enumerate(self.sources)
+        ]
+        m0 = state["next_index"]
+        indices = tf.data.Dataset.counter(m0)
+        if len(streams) == 1:
+            mixed = streams[0]
+        else:
+            mix_seed = _seed(self.seed, self.process_index, 0x6D6978)
+            logits = tf.constant(self.log_weights[None])
+
+            def choose(m):
+                return tf.cast(tf.random.stateless_categorical(logits, 1, seed=tf.stack([tf.constant(mix_seed, tf.int64), m]))[0, 0], tf.int64)
+
+            mixed = tf.data.Dataset.choose_from_datasets(streams, indices.map(choose), stop_on_empty_dataset=True)
+        ds = tf.data.Dataset.zip(indices, mixed)
+
+        # Positions: the state right after each raw element, computed before anything is dropped.
+        start_positions = tf.constant(np.array(state["positions"], np.int64).reshape(len(streams), 3))
+
+        def track(positions, m, raw):
+            next_pos = raw["pos"] + tf.constant([0, 0, 1], tf.int64)
+            positions = tf.tensor_scatter_nd_update(positions, [[raw["source"]]], next_pos[None])
+            return positions, {**raw, "m": m, "positions": positions}
+
+        ds = ds.scan(start_positions, lambda p, m_raw: track(p, *m_raw))
+        ds = ds.map(self._decode, num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = ds.ignore_errors()  # undecodable images; counted below from the gaps in m
+
+        counters0 = tf.constant([state["counters"][c] for c in COUNTERS], tf.int64)
+
+        def count(carry, example):
+            last_m, counters = carry
+            dropped = example["m"] - last_m - 1
+            fault = example["fault"]
+            update = tf.stack([
+                tf.cast(fault == FAULT_SHARD, tf.int64),
+                dropped + tf.cast(fault == FAULT_IMAGE, tf.int64),
+                tf.cast(fault == FAULT_CAPTION_MISSING, tf.int64),
+            ])
+            counters = counters + update
+            return (example["m"], counters), {**example, "counters": counters}
+
+        ds = ds.scan((tf.constant(m0 - 1, tf.int64), counters0), count)
+        ds = ds.filter(lambda example: tf.equal(example["fault"], FAULT_NONE))
+        ds = ds.batch(self.batch_size, drop_remainder=True)
+        ds = ds.map(self._finish_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
+        return ds.prefetch(self.prefetch).with_options(_options(self.num_threads))
+
+    def _decode(self, raw):
+        seed = tf.stack([tf.constant(_seed(self.seed, self.process_index), tf.int64), raw["m"]])
+        num_captions = tf.size(raw["captions"], out_type=tf.int32)
+        fault = tf.where(
+            tf.logical_and(tf.equal(raw["fault"], FAULT_NONE), tf.equal(num_captions, 0)), FAULT_CAPTION_MISSING, raw["fault"]
+        )
+        usable = tf.equal(fault, FAULT_NONE)
+        image = tf.cond(
+            usable,
+            lambda: image_ops.train_image(raw["image"], self.image_size, tf.random.experimental.stateless_fold_in(seed, 1), self.crop_scale),
+            lambda: tf.zeros([self.image_size, self.image_size, 3], tf.float32),
+        )
+        choice = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 2), 0, tf.maximum(num_captions, 1), tf.int32)
+        caption = tf.cond(num_captions > 0, lambda: raw["captions"][choice], lambda: tf.constant(""))
+        return {"image": image, "caption": caption, "fault": fault, "m": raw["m"], "positions": raw["positions"]}
+
+    def _finish_batch(self, batch):
+        return {
+            "images": batch["image"],
+            "tokens": self.tokenize(batch["caption"]),
+            "positions": batch["positions"][-1],
+            "next_index": batch["m"][-1] + 1,
+            "counters": batch["counters"][-1],
+        }
+
+
+FAULT_CAPTION_MISSING = 3  # assigned in the pipeline: a source's element with no valid caption
+
+
+def train_iterator(spec: str, **kwargs) -> TrainIterator:
+    """Deterministic, resumable per-host training batches; see TrainIterator for the options.
+
+    it = train_iterator("wds:/data/shards-{00000..00099}.tar", batch_size=256, image_size=224, seed=0)
+    batch = next(it)  # {"images": float32 [256, 224, 224, 3], "tokens": int32 [256, 77]}
+    """
+    return TrainIterator(spec, **kwargs)
+
+
+# -- evaluation -----------------------------------------------------------------------
+
+
+def eval_batches(
+    spec: str,
+    *,
+    batch_size: int,
+    image_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    context_length: int = 77,
+    tokenizer: str | None = None,
+    num_threads: int | None = None,
+) -> Iterator[dict]:
+    """Every example once, in a fixed order, split over hosts; all hosts yield the same count.
+
+    Yields {"images": float32 [B, S, S, 3], "labels": int32 [B] (-1 where absent),
+    "captions": list of B lists of str, "mask": bool [B]} with padding rows masked out,
+    and, if `tokenizer` is given ("bpe" or "sentencepiece:PATH"), "tokens": a list of B
+    int32 [n_captions, context_length] arrays.  Host h takes examples h, h + P, h + 2P, ...
+    of the whole stream (every host reads every shard: fine at evaluation scale), and
+    pads to ceil(ceil(N / P) / B) batches.  Faulty examples are dropped (and logged).
+    """
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}")
+    if batch_size < 1 or image_size < 1:
+        raise ValueError(f"batch_size and image_size must be positive, got {batch_size}, {image_size}")
+    encode = text_ops.python_tokenizer(tokenizer, context_length) if tokenizer else None
+    sources = sources_lib.open_sources(spec)
+    total = sum(source.count() for source in sources)
+    num_batches = math.ceil(math.ceil(total / process_count) / batch_size)
+    ds = sources[0].ordered()
+    for source in sources[1:]:
+        ds = ds.concatenate(source.ordered())
+    ds = ds.shard(process_count, process_index).filter(lambda raw: tf.equal(raw["fault"], FAULT_NONE))
+
+    def decode(raw):
+        return {"image": image_ops.eval_image(raw["image"], image_size), "label": tf.cast(raw["label"], tf.int32), "captions": raw["captions"]}
+
+    ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
+    ds = ds.padded_batch(batch_size, padding_values={"image": 0.0, "label": -1, "captions": ""})
+    ds = ds.prefetch(2).with_options(_options(num_threads))
+
+    produced = 0
+    for batch in ds.as_numpy_iterator():
+        rows = len(batch["label"])
+        yield _eval_batch(batch["image"], batch["label"], batch["captions"], rows, batch_size, image_size, encode)
+        produced += 1
+    for _ in range(num_batches - produced):
+        yield _eval_batch(None, None, None, 0, batch_size, image_size, encode)
+
+
+def _eval_batch(images, labels, captions, rows, batch_size, image_size, encode):
+    out_images = np.zeros((batch_size, image_size, image_size, 3), np.float32)
+    out_labels = np.full((batch_size,), -1, np.int32)
+    mask = np.zeros((batch_size,), bool)
+    texts: list[list[str]] = [[] for _ in range(batch_size)]
+    if rows:
+        out_images[:rows], out_labels[:rows], mask[:rows] = images, labels, True
+        for row in range(rows):
+            texts[row] = [c.decode("utf-8") for c in captions[row] if c]
+    batch = {"images": out_images, "labels": out_labels, "captions": texts, "mask": mask}
+    if encode is not None:
+        batch["tokens"] = [encode(t) if t else np.zeros((0, 0), np.int32) for t in texts]
+    return batch
+
+
+def class_names(spec: str) -> list[str] | None:
+    """Class names (folder:, TFDS ClassLabel) or zero-shot prompts (demo:); None otherwise."""
+    sources = sources_lib.open_sources(spec)
+    names = [source.class_names for source in sources]
+    if len(names) == 1 or all(n == names[0] for n in names):
+        return names[0]
+    return None

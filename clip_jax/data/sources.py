@@ -1,0 +1,410 @@
+"""Sources: each spec kind as a list of read units and a tf.data reader per unit.
+
+Every source produces the same raw element, before any decoding:
+
+    {"image": tf.string []       encoded image bytes (JPEG, PNG, WebP, GIF, BMP), "" if missing
+     "captions": tf.string [n]   the example's valid captions (UTF-8, non-empty), n >= 0
+     "label": tf.int64 []        class index, -1 where the source has none
+     "fault": tf.int32 []}       FAULT_NONE, or why the element is unusable (see below)
+
+A source is a list of *units* (a tar shard, a TFRecord file, a TFDS file instruction, a
+chunk of a folder listing or CSV, a range of demo indices), each named by a string, and
+`read_unit(unit)` turning one unit's name (a tf.string tensor) into its elements in a
+fixed order.  The pipeline owns order, shuffling and host sharding; sources only read.
+
+Faults are data, not exceptions: a shard that cannot be read (or is truncated) yields its
+good elements and then one element with FAULT_SHARD; a missing or unreadable image file
+yields FAULT_IMAGE; invalid or empty captions are dropped from "captions" (an example with
+none left is skipped by the training pipeline and counted there).  Readers of files are
+Python generators (tarfile and TFRecord parsing through tf.io.gfile, so gs:// works); the
+byte-heavy work, decoding, happens later in the TF graph.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import tarfile
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from clip_jax.data import spec as spec_lib
+
+log = logging.getLogger(__name__)
+
+FAULT_NONE, FAULT_SHARD, FAULT_IMAGE = 0, 1, 2
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp")
+CHUNK = 1000  # examples per unit for list-backed sources (folder, csv, demo)
+
+RAW_SIGNATURE = {
+    "image": tf.TensorSpec([], tf.string),
+    "captions": tf.TensorSpec([None], tf.string),
+    "label": tf.TensorSpec([], tf.int64),
+    "fault": tf.TensorSpec([], tf.int32),
+}
+
+
+def raw_element(image: bytes = b"", captions: Sequence[str] = (), label: int = -1, fault: int = FAULT_NONE) -> dict:
+    return {
+        "image": image,
+        "captions": np.array([c.encode("utf-8") for c in captions], dtype=object).reshape(-1),
+        "label": np.int64(label),
+        "fault": np.int32(fault),
+    }
+
+
+def valid_caption(data: bytes | str | None) -> str | None:
+    """The caption as str if it is valid UTF-8 with visible text, else None."""
+    if data is None:
+        return None
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return data if data.strip() else None
+
+
+class Source:
+    """Base: `units`, `read_unit`, and what the source knows about itself."""
+
+    def __init__(self, spec: spec_lib.SourceSpec):
+        self.spec = spec
+        self.units: list[str] = []
+        self.class_names: list[str] | None = None
+        self.has_captions = True
+
+    def read_unit(self, unit: tf.Tensor) -> tf.data.Dataset:
+        raise NotImplementedError
+
+    def count(self) -> int:
+        """Number of raw elements (reads the data where the source does not know it)."""
+        return int(self.ordered().reduce(np.int64(0), lambda n, _: n + 1))
+
+    def ordered(self) -> tf.data.Dataset:
+        """All elements, units in order: for evaluation and tools."""
+        units = tf.data.Dataset.from_tensor_slices(tf.constant(self.units, tf.string))
+        return units.flat_map(self.read_unit)
+
+
+class _GeneratorSource(Source):
+    """A source whose units are read by a Python generator `_generate(unit: str)`."""
+
+    def _generate(self, unit: str) -> Iterator[dict]:
+        raise NotImplementedError
+
+    def read_unit(self, unit: tf.Tensor) -> tf.data.Dataset:
+        return tf.data.Dataset.from_generator(
+            lambda name: self._generate(name.decode("utf-8")), args=(unit,), output_signature=RAW_SIGNATURE
+        )
+
+
+class WdsSource(_GeneratorSource):
+    """WebDataset tar shards: members `key.ext` grouped by key, as img2dataset writes them.
+
+    Image from the first of key.{jpg,jpeg,png,webp,gif,bmp}; captions from key.json's
+    "captions" list if there is one (several captions per image, as data/build_wds.py
+    writes for COCO), else key.txt, else key.json's "caption"; label from key.cls.
+    """
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.units = spec_lib.expand_paths(spec.target, spec.text)
+
+    def _generate(self, path):
+        group_key, group = None, {}
+        try:
+            with tf.io.gfile.GFile(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    directory, _, base = member.name.rpartition("/")
+                    stem, dot, ext = base.partition(".")
+                    if not dot or base.startswith("."):  # no extension, or hidden files like ._foo
+                        continue
+                    key = f"{directory}/{stem}"
+                    data = tar.extractfile(member).read()
+                    if key != group_key and group:
+                        yield self._example(group)
+                        group = {}
+                    group_key = key
+                    group[ext.lower()] = data
+            if group:
+                yield self._example(group)
+        except (tarfile.TarError, OSError, EOFError, tf.errors.OpError) as error:
+            # The group being read when the shard broke may be incomplete: drop it.
+            log.warning("skipping the rest of shard %s: %s", path, error)
+            yield raw_element(fault=FAULT_SHARD)
+
+    @staticmethod
+    def _example(group: dict) -> dict:
+        image = next((group[e] for e in IMAGE_EXTENSIONS if e in group), None)
+        meta = {}
+        if "json" in group:
+            try:
+                meta = json.loads(group["json"])
+                meta = meta if isinstance(meta, dict) else {}
+            except ValueError:
+                pass
+        if isinstance(meta.get("captions"), list):
+            captions = meta["captions"]
+        elif "txt" in group:
+            captions = [group["txt"]]
+        else:
+            captions = [meta.get("caption")]
+        captions = [c if isinstance(c, (str, bytes)) else None for c in captions]
+        captions = [c for c in map(valid_caption, captions) if c is not None]
+        label = -1
+        if "cls" in group:
+            try:
+                label = int(group["cls"].strip())
+            except ValueError:
+                pass
+        if not image:
+            return raw_element(captions=captions, label=label, fault=FAULT_IMAGE)
+        return raw_element(image, captions, label)
+
+
+class TFRecordSource(_GeneratorSource):
+    """tf.train.Example files.  Keys (options image_key, text_key, label_key) default to the
+    first present of image|image/encoded|jpg, caption|text|txt|captions, label|image/class/label."""
+
+    IMAGE_KEYS = ("image", "image/encoded", "jpg")
+    TEXT_KEYS = ("caption", "text", "txt", "captions")
+    LABEL_KEYS = ("label", "image/class/label")
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.units = spec_lib.expand_paths(spec.target, spec.text)
+
+    def _key(self, feature, option, defaults):
+        keys = [self.spec.options[option]] if option in self.spec.options else defaults
+        return next((k for k in keys if k in feature), None)
+
+    def _generate(self, path):
+        try:
+            for record in tf.compat.v1.io.tf_record_iterator(path):
+                feature = tf.train.Example.FromString(record).features.feature
+                image_key = self._key(feature, "image_key", self.IMAGE_KEYS)
+                text_key = self._key(feature, "text_key", self.TEXT_KEYS)
+                label_key = self._key(feature, "label_key", self.LABEL_KEYS)
+                image = feature[image_key].bytes_list.value[0] if image_key and feature[image_key].bytes_list.value else b""
+                captions = list(feature[text_key].bytes_list.value) if text_key else []
+                captions = [c for c in map(valid_caption, captions) if c is not None]
+                labels = feature[label_key].int64_list.value if label_key else []
+                yield raw_element(image, captions, labels[0] if labels else -1, FAULT_NONE if image else FAULT_IMAGE)
+        except (tf.errors.OpError, OSError) as error:
+            log.warning("skipping the rest of TFRecord file %s: %s", path, error)
+            yield raw_element(fault=FAULT_SHARD)
+
+
+def _list_units(n: int) -> list[str]:
+    return [f"{start}:{min(start + CHUNK, n)}" for start in range(0, n, CHUNK)]
+
+
+class FolderSource(_GeneratorSource):
+    """An image folder with one subfolder per class; labels follow sorted class names."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        root = spec.target
+        if not tf.io.gfile.isdir(root):
+            raise ValueError(f"dataset spec {spec.text!r}: {root!r} is not a directory (folder: wants a directory of class subfolders)")
+        self.class_names = sorted(d.rstrip("/") for d in tf.io.gfile.listdir(root) if tf.io.gfile.isdir(os.path.join(root, d)))
+        if not self.class_names:
+            raise ValueError(f"dataset spec {spec.text!r}: {root!r} has no class subfolders")
+        self.files: list[tuple[str, int]] = []
+        for label, name in enumerate(self.class_names):
+            for file in sorted(tf.io.gfile.listdir(os.path.join(root, name))):
+                if file.rpartition(".")[2].lower() in IMAGE_EXTENSIONS:
+                    self.files.append((os.path.join(root, name, file), label))
+        if not self.files:
+            raise ValueError(f"dataset spec {spec.text!r}: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root!r}")
+        self.has_captions = False
+        self.units = _list_units(len(self.files))
+
+    def count(self):
+        return len(self.files)
+
+    def _generate(self, unit):
+        start, end = map(int, unit.split(":"))
+        for path, label in self.files[start:end]:
+            yield _read_image_file(path, [], label)
+
+
+class CsvSource(_GeneratorSource):
+    """A CSV (or TSV with sep=tab) of image paths and captions; paths relative to the file.
+
+    Options: image=COLUMN (default image), caption=COLUMN (default caption), sep=, or tab.
+    """
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        (path,) = spec_lib.expand_paths(spec.target, spec.text)[:1] or [None]
+        sep = {"tab": "\t", "comma": ","}.get(spec.options.get("sep", ","), spec.options.get("sep", ","))
+        image_col, caption_col = spec.options.get("image", "image"), spec.options.get("caption", "caption")
+        with tf.io.gfile.GFile(path, "r") as f:
+            reader = csv.DictReader(f, delimiter=sep)
+            columns = reader.fieldnames or []
+            for column, option in ((image_col, "image"), (caption_col, "caption")):
+                if column not in columns:
+                    raise ValueError(
+                        f"dataset spec {spec.text!r}: no column {column!r} in {path!r}; its columns are {columns}. "
+                        f"Name the column with ?{option}=COLUMN"
+                    )
+            base = os.path.dirname(path)
+            self.rows = [(os.path.join(base, row[image_col]), row[caption_col]) for row in reader]
+        if not self.rows:
+            raise ValueError(f"dataset spec {spec.text!r}: {path!r} has no rows")
+        self.units = _list_units(len(self.rows))
+
+    def count(self):
+        return len(self.rows)
+
+    def _generate(self, unit):
+        start, end = map(int, unit.split(":"))
+        for path, caption in self.rows[start:end]:
+            yield _read_image_file(path, [caption], -1)
+
+
+def _read_image_file(path: str, captions: list, label: int) -> dict:
+    captions = [c for c in map(valid_caption, captions) if c is not None]
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            data = f.read()
+    except (tf.errors.OpError, OSError) as error:
+        log.warning("skipping unreadable image %s: %s", path, error)
+        return raw_element(captions=captions, label=label, fault=FAULT_IMAGE)
+    return raw_element(data, captions, label, FAULT_NONE if data else FAULT_IMAGE)
+
+
+class TfdsSource(Source):
+    """A prepared TFDS dataset (TFRecord format), read file instruction by file instruction.
+
+    Target NAME[:SPLIT] (split default "train", TFDS slicing allowed); option data_dir.
+    Image: the first Image feature; captions: Text features (also inside a Sequence, as in
+    coco_captions); label: the first ClassLabel feature.  Nothing is downloaded: prepare the
+    dataset with `tfds build` (or tfds.load) first.
+    """
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        import tensorflow_datasets as tfds
+
+        name, _, split = spec.target.partition(":")
+        split = split or "train"
+        try:
+            builder = tfds.builder(name, data_dir=spec.options.get("data_dir"))
+        except Exception as error:  # TFDS raises several types for unknown names
+            raise ValueError(f"dataset spec {spec.text!r}: TFDS has no dataset {name!r} ({error})") from error
+        if not builder.is_prepared():
+            raise ValueError(
+                f"dataset spec {spec.text!r}: TFDS dataset {name!r} is not prepared in {builder.data_dir!r}; "
+                f"run `tfds build {name}` (or pass ?data_dir=DIR where it is)"
+            )
+        info = builder.info
+        if str(info.file_format).split(".")[-1].lower() != "tfrecord":
+            raise ValueError(f"dataset spec {spec.text!r}: only TFRecord-format TFDS datasets are supported, not {info.file_format}")
+        try:
+            instructions = info.splits[split].file_instructions
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"dataset spec {spec.text!r}: no split {split!r}; valid splits: {sorted(info.splits)}") from error
+        self.num_examples = sum(i.take for i in instructions)
+        self.units = [f"{i.skip}:{i.take}:{i.filename}" for i in instructions if i.take]
+        self.features = info.features
+        self.image_key, self.text_paths, self.label_key = _tfds_fields(info.features)
+        if self.image_key is None:
+            raise ValueError(f"dataset spec {spec.text!r}: {name!r} has no top-level Image feature")
+        if self.label_key is not None:
+            self.class_names = list(info.features[self.label_key].names)
+        self.has_captions = bool(self.text_paths)
+
+    def count(self):
+        return self.num_examples
+
+    def read_unit(self, unit):
+        import tensorflow_datasets as tfds
+
+        parts = tf.strings.split(unit, ":", maxsplit=2)
+        skip, take = tf.strings.to_number(parts[0], tf.int64), tf.strings.to_number(parts[1], tf.int64)
+        records = tf.data.TFRecordDataset(parts[2]).skip(skip).take(take)
+        decoders = {self.image_key: tfds.decode.SkipDecoding()}
+
+        def to_raw(record):
+            example = self.features.deserialize_example(record, decoders=decoders)
+            captions = [tf.reshape(_get_path(example, path), [-1]) for path in self.text_paths]
+            captions = tf.concat(captions, 0) if captions else tf.zeros([0], tf.string)
+            captions = tf.boolean_mask(captions, tf.strings.length(tf.strings.strip(captions)) > 0)
+            label = tf.cast(example[self.label_key], tf.int64) if self.label_key else tf.constant(-1, tf.int64)
+            return {"image": example[self.image_key], "captions": captions, "label": label, "fault": tf.constant(FAULT_NONE)}
+
+        return records.map(to_raw)
+
+
+def _get_path(example, path):
+    for key in path:
+        example = example[key]
+    return example
+
+
+def _tfds_fields(features):
+    import tensorflow_datasets as tfds
+
+    image_key = next((k for k, f in features.items() if isinstance(f, tfds.features.Image)), None)
+    label_key = next((k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)), None)
+    text_paths = []
+    for key, feature in features.items():
+        if isinstance(feature, tfds.features.Text):
+            text_paths.append((key,))
+        elif isinstance(feature, tfds.features.Sequence):
+            inner = feature.feature
+            if isinstance(inner, tfds.features.Text):
+                text_paths.append((key,))
+            elif isinstance(inner, tfds.features.FeaturesDict):
+                text_paths += [(key, k) for k, f in inner.items() if isinstance(f, tfds.features.Text)]
+    return image_key, text_paths, label_key
+
+
+class DemoSource(_GeneratorSource):
+    """The synthetic dataset of clip_jax.data.demo: demo:SPLIT[?size=32&n=N&seed=0]."""
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        from clip_jax.data import demo
+
+        self.dataset = demo.DemoDataset(
+            spec.target,
+            image_size=int(spec.options.get("size", demo.DEFAULT_SIZE)),
+            num_examples=int(spec.options["n"]) if "n" in spec.options else None,
+            seed=int(spec.options.get("seed", 0)),
+        )
+        self.class_names = demo.class_prompts()
+        self.units = _list_units(len(self.dataset))
+
+    def count(self):
+        return len(self.dataset)
+
+    def _generate(self, unit):
+        start, end = map(int, unit.split(":"))
+        for index in range(start, end):
+            example = self.dataset.example(index)
+            yield raw_element(example["png"], [example["caption"]], example["label"])
+
+
+_SOURCES: dict[str, Callable[[spec_lib.SourceSpec], Source]] = {
+    "wds": WdsSource,
+    "tfrecord": TFRecordSource,
+    "tfds": TfdsSource,
+    "folder": FolderSource,
+    "csv": CsvSource,
+    "demo": DemoSource,
+}
+
+
+def open_sources(spec: str) -> list[Source]:
+    """Parse `spec` and open each source (listing files, checking they exist)."""
+    return [_SOURCES[s.kind](s) for s in spec_lib.parse(spec)]
