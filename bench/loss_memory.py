@@ -4,6 +4,7 @@ sigmoid losses, from XLA's compiled memory analysis on simulated CPU devices (no
 runs).
 
     python bench/loss_memory.py [--devices 8] [--batch 32768] [--model ViT-B/32] [--skip-step] [--remat]
+        [--accumulation K] [--losses softmax,softmax_ring,...]
 
 Prints the temporary memory of the loss alone (on [batch, 512] embeddings) and of the
 whole train step (forward, loss, backward, AdamW), per device, for both losses.
@@ -22,6 +23,8 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B/32")
     parser.add_argument("--skip-step", action="store_true", help="only the loss, not the whole train step")
     parser.add_argument("--remat", action="store_true", help="recompute each block in the backward pass")
+    parser.add_argument("--accumulation", type=int, default=1, help="embedding-cache accumulation steps")
+    parser.add_argument("--losses", default="softmax,softmax_ring,softmax_global,sigmoid,sigmoid_dense")
     args = parser.parse_args()
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
     import jax
@@ -39,9 +42,9 @@ def main() -> None:
     embed = jax.ShapeDtypeStruct((args.batch, 512), jnp.float32, sharding=batch_sharding(mesh))
     scale = jax.ShapeDtypeStruct((), jnp.float32)
     print(f"{jax.device_count()} simulated {jax.devices()[0].platform} devices, global batch {args.batch}, "
-          f"{args.model}, bf16 compute, remat={args.remat}")
+          f"{args.model}, bf16 compute, remat={args.remat}, accumulation={args.accumulation}")
     print(f"{'loss':<16}{'part':<12}{'temp GiB/device':>18}{'args GiB/device':>18}")
-    for name in ("softmax", "softmax_ring", "softmax_global", "sigmoid", "sigmoid_dense"):
+    for name in args.losses.split(","):
         def loss_and_grads(i, t, s):
             loss = lambda a, b: losses.LOSSES[name](a, b, s, mesh, jnp.float32(-10.0))[0]  # noqa: E731
             return jax.value_and_grad(loss, argnums=(0, 1))(i, t)
@@ -54,6 +57,7 @@ def main() -> None:
         config = base_config()
         config.model, config.batch_size, config.total_steps, config.loss = args.model, args.batch, 10, name
         config.remat = args.remat
+        config.accumulation_steps = args.accumulation
         setup = build(config)
         state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                              setup.abstract_state, setup.state_shardings)

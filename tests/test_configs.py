@@ -1,0 +1,40 @@
+"""Every shipped config builds (validates and traces shapes) without compiling."""
+import importlib.util
+import os
+
+import pytest
+
+from clip_jax.trainer import build
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def load(name, arg=None):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+@pytest.mark.parametrize("name", ["vit_b32", "vit_b16", "vit_l14", "vit_l14_336", "rn50", "rn101", "rn50x4",
+                                  "rn50x16", "rn50x64"])
+def test_paper_configs(name):
+    config = load(name)
+    assert config.batch_size == 32768 and config.optim.warmup_steps == 2000 and config.optim.wd == 0.2
+    resnet = name.startswith("rn")
+    assert (config.optim.b2, config.optim.eps) == ((0.999, 1e-8) if resnet else (0.98, 1e-6))
+    setup = build(load(name, "runlocal"))
+    assert setup.total_steps == 3
+
+
+@pytest.mark.parametrize("variant", ["ring", "siglip", "accum", "flip", "lit"])
+def test_beyond_configs(variant):
+    config = load("beyond", variant)
+    assert config.model == "ViT-B/16"
+    build(load("beyond", f"{variant},runlocal"))
+
+
+def test_demo_config():
+    assert build(load("demo")).total_steps == 1200
+    with pytest.raises(ValueError, match="smoke"):
+        load("demo", "fast")
