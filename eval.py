@@ -1,59 +1,108 @@
-"""Evaluate a CLIP checkpoint.
+"""Evaluate a CLIP checkpoint: zero-shot classification, retrieval or a linear probe.
 
-    python eval.py --checkpoint PATH --task zeroshot --data SPEC [--templates T.txt|"a photo of a {}."]
-                   [--class_names NAMES.txt] [--output results.json]
+    python eval.py --checkpoint PATH --task zeroshot --data tfds:cifar10:test --templates cifar10
+    python eval.py --checkpoint PATH --task zeroshot --data folder:/data/val \\
+                   --templates imagenet --class_names imagenet
+    python eval.py --checkpoint PATH --task retrieval --data wds:/data/coco-test-{000..004}.tar
+    python eval.py --checkpoint PATH --task linear_probe --train_data tfds:cifar10:train \\
+                   --data tfds:cifar10:test [--val_data SPEC] [--kshot 16] [--features pre|post]
+    python eval.py --checkpoint PATH --suite zeroshot_paper|imagenet_robustness|retrieval \\
+                   [--tfds_data_dir DIR]
 
 PATH: anything clip_jax.load_checkpoint reads (OpenAI .pt, open_clip file, Hugging Face
 folder, clip_jax file) or a training workdir (its newest checkpoint).  SPEC: a dataset
-spec string as in training, e.g. demo:heldout, folder:/data/val, tfds:cifar10:test.
-Zero-shot classification for now; retrieval and linear probes follow.
+spec string as in training (demo:heldout, folder:/data/val, csv:..., wds:..., tfds:...).
+--templates and --class_names take a shipped key (imagenet, imagenet_simple, cifar10,
+food101, ...; see clip_jax/evaluation/data/prompts.json), a file (one per line or a JSON
+list) or, for templates, one inline template with '{}'.  A suite skips (and reports) the
+datasets that are not prepared in TFDS's data dir.
+
+Writes {"checkpoint", "data", "task", "metrics"} as JSON (with --suite: "evaluations",
+one such record per dataset, and "skipped") and prints a table.
 """
 import json
 import os
 
+try:  # torchvision before tensorflow in one process, or it segfaults (tests/conftest.py)
+    import torchvision  # noqa: F401
+except ImportError:
+    pass
+
 from absl import app, flags
 
 flags.DEFINE_string("checkpoint", None, "checkpoint file, HF folder or training workdir", required=True)
-flags.DEFINE_enum("task", "zeroshot", ["zeroshot"], "what to evaluate")
-flags.DEFINE_string("data", None, "dataset spec string", required=True)
-flags.DEFINE_string("templates", "a photo of a {}.", "a template with {} or a file with one per line")
-flags.DEFINE_string("class_names", "", "file with one class name per line (default: the dataset's)")
+flags.DEFINE_enum("task", "zeroshot", ["zeroshot", "retrieval", "linear_probe"], "what to evaluate")
+flags.DEFINE_string("data", None, "dataset spec string (the test split)")
+flags.DEFINE_string("train_data", None, "linear probe: training split spec")
+flags.DEFINE_string("val_data", None, "linear probe: validation split spec (default: 20% of train)")
+flags.DEFINE_string("templates", "a photo of a {}.", "shipped key, file, or one template with {}")
+flags.DEFINE_string("class_names", "", "shipped key or file (default: the dataset's own names)")
+flags.DEFINE_enum("suite", None, ["zeroshot_paper", "imagenet_robustness", "retrieval"], "run a suite")
+flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir for --suite (default: TFDS's)")
+flags.DEFINE_integer("kshot", 0, "linear probe: k training examples per class (0: all)")
+flags.DEFINE_enum("features", "pre", ["pre", "post"], "linear probe: pre- or post-projection features")
+flags.DEFINE_bool("normalize", False, "linear probe: L2-normalise features first (CLIP_benchmark does)")
+flags.DEFINE_integer("seed", 0, "linear probe: seed of the k-shot draw and the val split")
+flags.DEFINE_integer("image_size", 0, "image size; must match the checkpoint (0: the checkpoint's)")
+flags.DEFINE_string("cache_dir", "", "cache features here, keyed by checkpoint and dataset")
 flags.DEFINE_string("name", None, "architecture name when it cannot be inferred")
-flags.DEFINE_integer("batch_size", 256, "images per batch")
+flags.DEFINE_integer("batch_size", 256, "images per batch (per host)")
 flags.DEFINE_string("output", "", "write results as JSON here")
 FLAGS = flags.FLAGS
 
 
-def _lines_or_value(value: str) -> list[str]:
-    if os.path.isfile(value):
-        with open(value) as f:
-            return [line.rstrip("\n") for line in f if line.strip()]
-    return [value]
+def _evaluations() -> tuple[list[dict], dict]:
+    from clip_jax.evaluation.suites import suite_evals
+
+    if FLAGS.suite:
+        return suite_evals(FLAGS.suite, data_dir=FLAGS.tfds_data_dir, batch_size=FLAGS.batch_size)
+    if not FLAGS.data:
+        raise app.UsageError("--data (a dataset spec) or --suite is required")
+    spec = {"name": FLAGS.task, "task": FLAGS.task, "data": FLAGS.data, "batch_size": FLAGS.batch_size}
+    if FLAGS.task == "zeroshot":
+        spec.update(templates=FLAGS.templates, class_names=FLAGS.class_names or None)
+    if FLAGS.task == "linear_probe":
+        if not FLAGS.train_data:
+            raise app.UsageError("--task linear_probe needs --train_data")
+        spec.update(train_data=FLAGS.train_data, val_data=FLAGS.val_data, kshot=FLAGS.kshot or None,
+                    features=FLAGS.features, normalize=FLAGS.normalize, seed=FLAGS.seed)
+    return [spec], {}
+
+
+def _table(title: str, metrics: dict) -> str:
+    lines = [title]
+    for key, value in metrics.items():
+        lines.append(f"  {key:<28}{value:12.4g}" if isinstance(value, float) and abs(value) < 1e-2
+                     else f"  {key:<28}{value:12.2f}" if isinstance(value, float) else f"  {key:<28}{value:>12}")
+    return "\n".join(lines)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     import clip_jax
-    from clip_jax.evaluation.runner import run_evals
+    from clip_jax.evaluation import features, runner
 
+    evals, skipped = _evaluations()
+    runner.validate(evals)  # config errors before the checkpoint is even read
     model, variables = clip_jax.load_checkpoint(FLAGS.checkpoint, FLAGS.name)
-    spec = {
-        "name": FLAGS.task,
-        "task": FLAGS.task,
-        "data": FLAGS.data,
-        "templates": _lines_or_value(FLAGS.templates),
-        "class_names": _lines_or_value(FLAGS.class_names) if FLAGS.class_names else None,
-        "batch_size": FLAGS.batch_size,
-    }
-    results = run_evals(model, variables, [spec])
-    print(f"{FLAGS.checkpoint} on {FLAGS.data} ({FLAGS.task}, {len(spec['templates'])} templates)")
-    for key, value in results.items():
-        print(f"  {key.split('/')[-1]:<24}{value:10.2f}")
+    checkpoint_id = features.checkpoint_fingerprint(FLAGS.checkpoint) if FLAGS.cache_dir else None
+    for spec in evals:
+        spec.update(image_size=FLAGS.image_size or None, cache_dir=FLAGS.cache_dir or None, checkpoint_id=checkpoint_id)
+    results = runner.run_evals(model, variables, evals)
+    records = []
+    for spec in evals:
+        prefix = f"eval/{spec['name']}/"
+        metrics = {k[len(prefix):]: v for k, v in results.items() if k.startswith(prefix)}
+        records.append({"checkpoint": FLAGS.checkpoint, "data": spec["data"], "task": spec["task"], "metrics": metrics})
+        print(_table(f"{FLAGS.checkpoint} on {spec['data']} ({spec['task']})", metrics))
+    for name, reason in skipped.items():
+        print(f"skipped {name}: {reason}")
     if FLAGS.output:
+        out = {"suite": FLAGS.suite, "evaluations": records, "skipped": skipped} if FLAGS.suite else records[0]
+        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
         with open(FLAGS.output, "w") as f:
-            json.dump({"checkpoint": FLAGS.checkpoint, "data": FLAGS.data, "task": FLAGS.task,
-                       "metrics": {k.split("/")[-1]: v for k, v in results.items()}}, f, indent=2)
+            json.dump(out, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,8 @@ EXTRAS_REQUIRE = {
         "open_clip_torch==3.3.0",
         "transformers==4.57.6",
         "webdataset==0.2.86",
+        "clip-benchmark==1.6.2",  # evaluation parity oracle
+        "scikit-learn==1.7.2",
     ],
     "gpu": [f"jax[cuda12]=={JAX_VERSION}"],
     "tpu": [f"jax[tpu]=={JAX_VERSION}"],

@@ -373,11 +373,16 @@ def train(config: ml_collections.ConfigDict, workdir: str,
                 results = _evaluate(setup, state)
                 writer.write(step, results)
                 logging.info("step %d evaluation: %s", step, results)
-            if stop_requested.is_set():
+            if stop_requested.is_set():  # SIGTERM may arrive at any point of the step
+                if last_good_checkpoint != step:
+                    _check_finite(state, config, last_good_checkpoint)
+                    checkpointer.save(step, state, position, setup.meta, force=True)
                 logging.warning("SIGTERM: saved step %d, exiting", step)
                 break
     finally:
         prefetcher.close()
+        if hasattr(iterator, "close"):  # release tf.data's Python readers before exit
+            iterator.close()
         checkpointer.close()
         writer.close()
         if previous_handler is not None:

@@ -67,7 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Evaluations run every eval_every steps and at the end, e.g.
     # ConfigDict(name="in1k", task="zeroshot", data="tfds:imagenet2012:validation",
     #            templates=("a photo of a {}.",), batch_size=256)
-    config.evals = []
+    config.evals = ()
     config.on_nonfinite = "stop"  # or "skip": drop the update, count it, go on
     config.init_from = ""  # any file clip_jax.load_checkpoint reads, for fine-tuning
     config.peak_flops = 0.0  # per device, for MFU where the device is not in the built-in table

@@ -31,9 +31,9 @@ def get_config(arg=None):
     config.log_every = 100
     config.checkpoint_every = 400
     config.eval_every = 400
-    config.evals = [ml_collections.ConfigDict(dict(
+    config.evals = (ml_collections.ConfigDict(dict(
         name="heldout_zeroshot", task="zeroshot", data="demo:heldout", templates=("{}",), batch_size=250,
-    ))]
+    )),)
     if arg == "smoke":  # for tests: a few steps
         config.total_steps, config.batch_size, config.log_every = 4, 16, 2
         config.checkpoint_every = config.eval_every = 4

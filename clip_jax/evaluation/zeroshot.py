@@ -3,7 +3,7 @@
 Each class's prompts (templates filled with its name) are encoded, L2-normalised,
 averaged and renormalised: the ensemble lives in embedding space.  Images are scored
 by cosine similarity against these class embeddings; top-1, top-5 and mean per-class
-recall are reported.
+recall are reported (clip_jax.evaluation.metrics).
 """
 from __future__ import annotations
 
@@ -12,67 +12,55 @@ from typing import Iterable, Mapping, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from clip_jax.inference import encode_image, encode_text
+from clip_jax.evaluation import features as features_lib
+from clip_jax.evaluation.metrics import classification_metrics
+from clip_jax.evaluation.prompts import check_templates, fill
+from clip_jax.inference import encode_text
 from clip_jax.tokenizers.bpe import tokenize
+
+__all__ = ["check_templates", "classifier_weights", "ensemble", "zero_shot_scores", "zero_shot_accuracy"]
 
 
 def _normalise(x):
     return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def check_templates(templates: Sequence[str]) -> None:
-    if not templates:
-        raise ValueError("no prompt templates given; e.g. ['a photo of a {}.']")
-    bad = [t for t in templates if "{}" not in t]
-    if bad:
-        raise ValueError(f"prompt templates must contain '{{}}' where the class name goes; these do not: {bad[:5]}")
-
-
 def classifier_weights(model, variables, class_names: Sequence[str], templates: Sequence[str],
                        batch_size: int = 256) -> jnp.ndarray:
     """[embed_dim, num_classes] ensembled, normalised class embeddings."""
     check_templates(templates)
-    prompts = [t.format(name) for name in class_names for t in templates]
+    if not class_names:
+        raise ValueError("no class names given")
+    prompts = [fill(t, name) for name in class_names for t in templates]
     tokens = tokenize(prompts, context_length=model.config.text.context_length)
     features = []
     for start in range(0, len(tokens), batch_size):
-        features.append(_normalise(encode_text(model, variables, tokens[start : start + batch_size])))
-    features = jnp.concatenate(features).reshape(len(class_names), len(templates), -1)
-    return _normalise(features.mean(axis=1)).T
+        chunk = tokens[start : start + batch_size]
+        # Pad the last chunk to the full size: one compilation for every class count.
+        padded = np.zeros((batch_size,) + chunk.shape[1:], chunk.dtype)
+        padded[: len(chunk)] = chunk
+        features.append(encode_text(model, variables, padded)[: len(chunk)])
+    return ensemble(jnp.concatenate(features).reshape(len(class_names), len(templates), -1))
+
+
+def ensemble(text_features) -> jnp.ndarray:
+    """[num_classes, num_templates, E] prompt features -> [E, num_classes] class weights:
+    normalise each, average over templates, renormalise."""
+    return _normalise(_normalise(jnp.asarray(text_features)).mean(axis=1)).T
+
+
+def zero_shot_scores(image_features, weights) -> np.ndarray:
+    """Cosine similarities [N, num_classes] of (unnormalised) image features and class weights."""
+    return np.asarray(_normalise(jnp.asarray(image_features)) @ weights)
 
 
 def zero_shot_accuracy(model, variables, batches: Iterable[Mapping[str, np.ndarray]], weights,
                        num_classes: int | None = None) -> dict:
     """top1, top5 (%), mean per-class recall (%) and the example count.
 
-    batches: dicts with "images" [B, H, W, 3], "labels" int [B] and optionally "mask"
-    bool [B] (False on padding rows)."""
-    num_classes = num_classes or weights.shape[1]
-    correct1 = correct5 = total = 0
-    per_class_hits = np.zeros(num_classes)
-    per_class_count = np.zeros(num_classes)
-    k = min(5, num_classes)
-    for batch in batches:
-        labels = np.asarray(batch["labels"])
-        mask = np.asarray(batch.get("mask", np.ones(len(labels), bool)))
-        if labels[mask].size and (labels[mask].min() < 0 or labels[mask].max() >= num_classes):
-            raise ValueError(f"labels range {labels[mask].min()}..{labels[mask].max()} does not fit "
-                             f"{num_classes} class names")
-        logits = np.asarray(_normalise(encode_image(model, variables, batch["images"])) @ weights)
-        top = np.argsort(-logits, axis=1)[:, :k]
-        hit1 = (top[:, 0] == labels) & mask
-        hit5 = (top == labels[:, None]).any(axis=1) & mask
-        correct1 += int(hit1.sum())
-        correct5 += int(hit5.sum())
-        total += int(mask.sum())
-        np.add.at(per_class_hits, labels[mask], hit1[mask])
-        np.add.at(per_class_count, labels[mask], 1)
-    if not total:
-        raise ValueError("no examples to evaluate")
-    present = per_class_count > 0
-    return {
-        "top1": 100.0 * correct1 / total,
-        "top5": 100.0 * correct5 / total,
-        "mean_per_class_recall": 100.0 * float(np.mean(per_class_hits[present] / per_class_count[present])),
-        "examples": total,
-    }
+    batches: dicts with "images" [B, H, W, 3], "labels" int [B] and "mask" bool [B]
+    (False on padding rows)."""
+    batches = ({"mask": np.ones(len(b["labels"]), bool), **b} for b in batches)
+    feats = features_lib.extract(model, variables, batches)
+    return classification_metrics(zero_shot_scores(feats.images, weights), feats.labels,
+                                  num_classes or weights.shape[1])
