@@ -53,7 +53,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     workdir = tmp_path / "killed"
     rs = random.Random(0)
     kills = 0
-    for attempt in range(2):
+    for attempt in range(3):
         process = subprocess.Popen(command(workdir), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
         target = max(logged_steps(workdir) or [0]) + rs.randint(1, 3)
@@ -65,7 +65,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
             process.send_signal(signal.SIGKILL)
             kills += 1
         process.wait(timeout=60)
-    assert kills >= 1
+    assert kills >= 2
     done = subprocess.run(command(workdir), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     ours, theirs = final_params(workdir), final_params(reference)
@@ -94,3 +94,34 @@ def test_random_unicode_never_crashes_the_tokenizer(text):
     end = int(np.argmax(row == 49407))
     assert row[end] == 49407 and not row[end + 1:].any()
     assert row.min() >= 0 and row.max() <= 49407
+
+
+def test_training_over_corrupt_shards_completes_and_reports_skips(tmp_path):
+    """Truncated tars, non-image bytes under .jpg, zero-byte files, captions of 0 and
+    10,000 characters and non-UTF-8 text: training goes on and the metrics count them."""
+    from clip_jax.trainer import train
+    from data_helpers import captioned_shards, jpeg, truncate, write_tar
+    from trainer_helpers import tiny_config
+
+    folder = tmp_path / "shards"
+    captioned_shards(str(folder), num_shards=3, per_shard=24, prefix="good")
+    bad = [
+        ("b0", {"jpg": b"this is not an image", "txt": b"a caption"}),
+        ("b1", {"jpg": b"", "txt": b"zero-byte image"}),
+        ("b2", {"jpg": jpeg(seed=1), "txt": b""}),
+        ("b3", {"jpg": jpeg(seed=2), "txt": b"\xff\xfe\xfa not utf-8"}),
+        ("b4", {"jpg": jpeg(seed=3), "txt": ("long " * 2000).encode()}),
+        ("b5", {"jpg": jpeg(seed=4)}),
+    ] + [(f"g{i}", {"jpg": jpeg(seed=10 + i), "txt": b"fine"}) for i in range(20)]
+    write_tar(str(folder / "bad-000.tar"), bad)
+    write_tar(str(folder / "cut-000.tar"), [(f"c{i}", {"jpg": jpeg(seed=40 + i), "txt": b"x"}) for i in range(20)])
+    truncate(str(folder / "cut-000.tar"), 0.5)
+    spec = f"wds:{folder}/good-{{000..002}}.tar+wds:{folder}/bad-000.tar+wds:{folder}/cut-000.tar"
+    config = tiny_config(total_steps=12, log_every=12, **{"data.train": spec, "data.options.shuffle_buffer": 16})
+    state = train(config, str(tmp_path / "run"))
+    assert int(state.step) == 12
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        last = [json.loads(line) for line in f][-1]
+    assert last["data/skipped_images"] >= 2  # not an image, zero bytes
+    assert last["data/skipped_captions"] >= 3  # empty, not UTF-8, missing
+    assert np.isfinite(last["loss"])
