@@ -22,15 +22,15 @@ def get_config(arg=None):
     config.model = "tiny-vit"
     config.compute_dtype = "float32"  # bfloat16 is slow on CPUs
     config.batch_size = 128
-    config.total_steps = 1200
+    config.total_steps = 1000
     config.data.train = "demo:train"
     config.data.options.shuffle_buffer = 2048
     config.optim.lr = 2e-3
     config.optim.wd = 0.1
     config.optim.warmup_steps = 100
     config.log_every = 100
-    config.checkpoint_every = 400
-    config.eval_every = 400
+    config.checkpoint_every = 500
+    config.eval_every = 500
     config.evals = (ml_collections.ConfigDict(dict(
         name="heldout_zeroshot", task="zeroshot", data="demo:heldout", templates=("{}",), batch_size=250,
     )),)

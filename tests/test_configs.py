@@ -35,6 +35,6 @@ def test_beyond_configs(variant):
 
 
 def test_demo_config():
-    assert build(load("demo")).total_steps == 1200
+    assert build(load("demo")).total_steps == 1000
     with pytest.raises(ValueError, match="smoke"):
         load("demo", "fast")
