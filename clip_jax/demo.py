@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import clip_jax
+from clip_jax.evaluation.zeroshot import classifier_weights
 
 CLASSES = ["red circle", "green square", "blue triangle"]
 TEMPLATES = ["a photo of a {}.", "a drawing of a {}.", "a {} on a white background."]
@@ -39,17 +40,6 @@ def synthetic_images() -> list[Image.Image]:
             draw.polygon([(80, 20), (40, 100), (120, 100)], fill=colour)
         shapes.append(image)
     return shapes
-
-
-def class_embeddings(model, variables, classes, templates) -> jnp.ndarray:
-    """Prompt ensembling in embedding space: normalise, average, renormalise."""
-    weights = []
-    for name in classes:
-        text = clip_jax.encode_text(model, variables, clip_jax.tokenize([t.format(name) for t in templates]))
-        text = text / jnp.linalg.norm(text, axis=-1, keepdims=True)
-        mean = text.mean(axis=0)
-        weights.append(mean / jnp.linalg.norm(mean))
-    return jnp.stack(weights, axis=1)
 
 
 def main() -> None:
@@ -73,7 +63,7 @@ def main() -> None:
     image_features = clip_jax.encode_image(model, variables, images)
     image_features = image_features / jnp.linalg.norm(image_features, axis=-1, keepdims=True)
     scale = float(np.exp(np.minimum(variables["params"]["logit_scale"], np.log(100.0))))
-    logits = scale * image_features @ class_embeddings(model, variables, CLASSES, TEMPLATES)
+    logits = scale * image_features @ classifier_weights(model, variables, CLASSES, TEMPLATES)
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
     print(f"zero-shot with {source}, {len(TEMPLATES)} prompt templates per class")
     print(f"{'image':<16}" + "".join(f"{c:>16}" for c in CLASSES))

@@ -67,6 +67,7 @@ class Setup:
     state_shardings: TrainState
     local_batch_size: int
     meta: dict
+    init_state: Callable | None = None  # rng -> TrainState, jitted with the state shardings
 
 
 def total_steps_of(config) -> int:
@@ -160,10 +161,9 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0))
     shardings = tree_shardings(abstract, mesh, [tuple(r) for r in config.sharding_rules])
     meta = meta_for(config.model, model.config)
-    setup = Setup(config, model, mesh, optimizer, lr, steps, abstract, shardings,
-                  config.batch_size // jax.process_count(), meta)
-    setup.init_state = jax.jit(init_state, out_shardings=shardings)  # type: ignore[attr-defined]
-    return setup
+    return Setup(config, model, mesh, optimizer, lr, steps, abstract, shardings,
+                 config.batch_size // jax.process_count(), meta,
+                 init_state=jax.jit(init_state, out_shardings=shardings))
 
 
 def make_train_step(setup: Setup, model=None):

@@ -21,6 +21,7 @@ byte-heavy work, decoding, happens later in the TF graph.
 """
 from __future__ import annotations
 
+import abc
 import csv
 import io
 import json
@@ -69,7 +70,7 @@ def valid_caption(data: bytes | str | None) -> str | None:
     return data if data.strip() else None
 
 
-class Source:
+class Source(abc.ABC):
     """Base: `units`, `read_unit`, and what the source knows about itself."""
 
     def __init__(self, spec: spec_lib.SourceSpec):
@@ -78,8 +79,9 @@ class Source:
         self.class_names: list[str] | None = None
         self.has_captions = True
 
+    @abc.abstractmethod
     def read_unit(self, unit: tf.Tensor) -> tf.data.Dataset:
-        raise NotImplementedError
+        """The raw elements of one unit (a shard, a file, a chunk of a file list)."""
 
     def count(self) -> int:
         """Number of raw elements (reads the data where the source does not know it)."""
@@ -94,8 +96,9 @@ class Source:
 class _GeneratorSource(Source):
     """A source whose units are read by a Python generator `_generate(unit: str)`."""
 
+    @abc.abstractmethod
     def _generate(self, unit: str) -> Iterator[dict]:
-        raise NotImplementedError
+        """Yield the raw elements of one unit, as `raw_element` dicts."""
 
     def read_unit(self, unit: tf.Tensor) -> tf.data.Dataset:
         return tf.data.Dataset.from_generator(
