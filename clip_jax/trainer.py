@@ -26,6 +26,7 @@ import numpy as np
 
 from clip_jax import losses
 from clip_jax.checkpoints import Checkpointer, abstract_with_shardings, meta_for
+from clip_jax.flops import train_step_flops
 from clip_jax.gradients import make_grad_fn
 from clip_jax.metrics import MetricsWriter, peak_flops_per_device
 from clip_jax.models import LOGIT_SCALE_INIT, LOGIT_SCALE_MAX, create_model
@@ -308,6 +309,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     iterator = (data_fn or default_data)(setup, config.seed)
     if position is not None:
         iterator.set_state(position)
+    step_model = setup.model
     train_step = make_train_step(setup)
     unmasked_from = setup.total_steps - config.get("patch_dropout_unmasked_steps", 0) + 1
     if not setup.model.patch_dropout:
@@ -331,13 +333,14 @@ def train(config: ml_collections.ConfigDict, workdir: str,
             t1 = time.perf_counter()
             if step == unmasked_from or (compiled_step is None and step > unmasked_from):
                 # FLIP's final phase: the same parameters, every patch kept.
-                train_step = make_train_step(setup, setup.model.clone(patch_dropout=0.0))
+                step_model = setup.model.clone(patch_dropout=0.0)
+                train_step = make_train_step(setup, step_model)
                 compiled_step = None
                 logging.info("patch dropout off from step %d", step)
             if compiled_step is None:
                 compile_start = time.perf_counter()
                 compiled_step = train_step.lower(state, batch).compile()
-                flops_per_step = _step_flops(compiled_step)
+                flops_per_step = train_step_flops(step_model, config.batch_size) / jax.device_count()
                 logging.info("compiled the train step in %.1fs", time.perf_counter() - compile_start)
                 window_start = time.perf_counter()
             state, metrics = compiled_step(state, batch)
@@ -406,17 +409,6 @@ def _check_finite(state: TrainState, config, last_good_checkpoint) -> None:
             f"loss or gradients became NaN/Inf at step {first_bad}; the update was not applied. "
             f"Last good checkpoint: step {last_good_checkpoint}. Set on_nonfinite='skip' to skip such updates."
         )
-
-
-def _step_flops(compiled) -> float | None:
-    """FLOPs of one step per device, from XLA's cost analysis of the partitioned program."""
-    try:
-        analysis = compiled.cost_analysis()
-        if isinstance(analysis, (list, tuple)):
-            analysis = analysis[0]
-        return float(analysis.get("flops", 0.0)) or None
-    except Exception:  # noqa: BLE001 - cost analysis is optional on some backends
-        return None
 
 
 def _data_stats(iterator) -> dict:

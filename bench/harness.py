@@ -1,0 +1,90 @@
+"""Shared pieces of the speed benchmarks: the open_clip name of an architecture, the
+measured matmul peak of this machine, and interleaved timing of competing runners.
+
+Interleaving matters on a shared or thermally throttled machine: each round times every
+runner once, and the median over rounds is reported, so a slow spell hits all of them.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from typing import Callable
+
+# torchvision before tensorflow (via clip_jax.data) or the process segfaults with these
+# wheels; open_clip imports torchvision.
+try:
+    import torchvision  # noqa: F401
+except ImportError:  # open_clip is optional for these scripts
+    pass
+
+
+def open_clip_name(name: str) -> str:
+    """open_clip's config name for a clip_jax model name with the same semantics:
+    OpenAI's names are QuickGELU models, open_clip's hyphenated names are themselves."""
+    mapping = {
+        "ViT-B/32": "ViT-B-32-quickgelu",
+        "ViT-B/16": "ViT-B-16-quickgelu",
+        "ViT-L/14": "ViT-L-14-quickgelu",
+        "ViT-L/14@336px": "ViT-L-14-336-quickgelu",
+    }
+    for rn in ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64"):
+        mapping[rn] = rn + "-quickgelu"
+    return mapping.get(name, name)
+
+
+def backend_description() -> str:
+    import jax
+
+    device = jax.devices()[0]
+    return f"{device.platform}:{device.device_kind} x{jax.local_device_count()}, {os.cpu_count()} host cores"
+
+
+def matmul_peak(dtype: str = "float32", size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of XLA's best square matmul on this device: the machine's practical ceiling."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((size, size), dtype)
+    matmul = jax.jit(lambda x, y: x @ y)
+    jax.block_until_ready(matmul(a, a))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(matmul(a, a))
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def torch_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+    import torch
+
+    a = torch.ones(size, size)
+    a @ a
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def interleaved(runners: dict[str, Callable[[], None]], rounds: int, steps: int) -> dict[str, float]:
+    """Median seconds per call of each runner, timing `steps` calls per runner per round,
+    with the runners taking turns round by round.  Each runner must block until its work
+    is done (block_until_ready / a device sync) before returning."""
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                run()
+            samples[name].append((time.perf_counter() - start) / steps)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def torch_sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()

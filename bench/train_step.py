@@ -1,0 +1,138 @@
+"""Whole train-step throughput (forward, contrastive loss, backward, AdamW update) of
+clip_jax, and of open_clip's equivalent step measured in the same run.
+
+    python bench/train_step.py --model ViT-B/32 --batch 32 --dtype float32 --vs open_clip
+    python bench/train_step.py --model ViT-B/16 --batch 256 --dtype bfloat16 --vs open_clip  # GPU
+
+Prints examples/s of each, the ratio, the step's model FLOPs (3x the forward pass's
+matmuls, `clip_jax.flops`; open_clip's step does the same work) and what fraction of
+the hardware limit they reach: on a CPU the measured float32 matmul peak of this
+machine, on a GPU/TPU the chip's dense bf16 peak (MFU).
+
+open_clip's step is its training loop's: `model(images, texts)`, `ClipLoss`, backward,
+`torch.optim.AdamW`, and the logit-scale clamp; bf16 runs use `torch.autocast` as its
+`--precision amp_bf16` does.  Both sides use every host core.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
+
+import harness  # noqa: E402  (sets the torchvision-before-tensorflow import order)
+
+
+def clip_jax_runner(args):
+    import jax
+    import numpy as np
+    from common import base_config
+
+    from clip_jax.sharding import global_batch
+    from clip_jax.flops import train_step_flops
+    from clip_jax.trainer import build, make_train_step
+
+    config = base_config()
+    config.model, config.batch_size, config.total_steps = args.model, args.batch, 1000
+    config.compute_dtype, config.remat, config.loss = args.dtype, args.remat, args.loss
+    setup = build(config)
+    state = setup.init_state(jax.random.key(0, impl="rbg"))
+    size = setup.model.config.vision.image_size
+    rs = np.random.RandomState(0)
+    batch = global_batch({"images": rs.randn(args.batch, size, size, 3).astype(np.float32),
+                          "tokens": rs.randint(1, 49406, (args.batch, 77)).astype(np.int32)}, setup.mesh)
+    compiled = make_train_step(setup).lower(state, batch).compile()
+    flops = train_step_flops(setup.model, args.batch)
+    holder = {"state": state}
+
+    def run():
+        holder["state"], metrics = compiled(holder["state"], batch)
+        jax.block_until_ready(metrics["loss"])
+
+    run()  # warm-up: the first call allocates and autotunes
+    return run, flops, size
+
+
+def open_clip_runner(args, size):
+    import numpy as np
+    import open_clip
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(os.cpu_count())
+    model = open_clip.create_model(harness.open_clip_name(args.model), device=device)
+    model.train()
+    loss_fn = open_clip.ClipLoss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.2)
+    rs = np.random.RandomState(0)
+    images = torch.from_numpy(rs.randn(args.batch, 3, size, size).astype(np.float32)).to(device)
+    texts = torch.from_numpy(rs.randint(1, 49406, (args.batch, 77)).astype(np.int64)).to(device)
+    if args.torch_compile:
+        model = torch.compile(model)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+    unwrapped = getattr(model, "_orig_mod", model)
+
+    def run():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            image_features, text_features, logit_scale = model(images, texts)
+            loss = loss_fn(image_features, text_features, logit_scale)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            unwrapped.logit_scale.clamp_(0, math.log(100))
+        harness.torch_sync(device)
+
+    run()
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="ViT-B/32")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--loss", default="softmax")
+    parser.add_argument("--remat", action="store_true")
+    parser.add_argument("--steps", type=int, default=2, help="steps timed per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--vs", default="open_clip", choices=["open_clip", "none"])
+    parser.add_argument("--torch-compile", action="store_true", help="torch.compile open_clip's model")
+    args = parser.parse_args()
+
+    import jax
+
+    from clip_jax.metrics import peak_flops_per_device
+
+    print(f"{harness.backend_description()}; {args.model}, batch {args.batch}, {args.dtype}, loss {args.loss}"
+          f"{', remat' if args.remat else ''}")
+    runners = {}
+    runners["clip_jax"], flops, size = clip_jax_runner(args)
+    if args.vs == "open_clip":
+        runners["open_clip"] = open_clip_runner(args, size)
+    seconds = harness.interleaved(runners, args.rounds, args.steps)
+
+    on_cpu = jax.devices()[0].platform == "cpu"
+    if on_cpu:
+        peak = harness.matmul_peak("float32")
+        peak_name = "measured fp32 matmul peak"
+    else:
+        peak = peak_flops_per_device() * jax.device_count() if peak_flops_per_device() else None
+        peak_name = "dense bf16 peak"
+    for name, step_s in seconds.items():
+        line = f"{name:10s} {args.batch / step_s:9.2f} examples/s  ({step_s * 1e3:8.1f} ms/step)"
+        if flops and peak:
+            line += f"  {flops / step_s / 1e9:8.1f} GFLOP/s = {flops / step_s / peak:6.1%} of the {peak_name}"
+        print(line)
+    if flops:
+        print(f"step model FLOPs: {flops / 1e9:.1f} GFLOP; {peak_name}: "
+              f"{peak / 1e9 if peak else float('nan'):.1f} GFLOP/s")
+    if "open_clip" in seconds:
+        print(f"clip_jax / open_clip examples/s: {seconds['open_clip'] / seconds['clip_jax']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
