@@ -24,22 +24,75 @@ def test_imagenet_lists_match_the_notebook():
     assert prompts.resolve_class_names("imagenet") == names
 
 
-# (key, classes or None when not shipped, templates): counts of CLIP_SPEC.md section 6
-# where CLIP_benchmark's lists agree with OpenAI's prompts.md.
-PAPER_COUNTS = [("cifar10", None, 18), ("cifar100", None, 18), ("caltech101", 102, 34), ("country211", 211, 5),
-                ("dtd", None, 8), ("eurosat", 10, 3), ("fgvc_aircraft", None, 2), ("fer2013", 7, 6),
-                ("flowers", 102, 1), ("food101", None, 1), ("gtsrb", 43, 3), ("kitti_closest_vehicle_distance", 4, 1),
-                ("mnist", 10, 1), ("pets", 37, 1), ("voc2007", None, 1), ("stl10", None, 2), ("sun397", None, 2),
-                ("cars", None, 8), ("clevr_count_all", 8, 1), ("renderedsst2", None, 1)]
+# (key, classes, templates): OpenAI's data/prompts.md, the counts of CLIP_SPEC.md section 6.
+PAPER_COUNTS = [("birdsnap", 500, 1), ("cifar10", 10, 18), ("cifar100", 100, 18), ("clevr_count_all", 8, 1),
+                ("caltech101", 102, 34), ("country211", 211, 5), ("dtd", 47, 8), ("eurosat", 10, 3),
+                ("fgvc_aircraft", 100, 2), ("fer2013", 7, 6), ("flowers", 102, 1), ("food101", 101, 1),
+                ("gtsrb", 43, 3), ("hateful_memes", 2, 1), ("kitti_closest_vehicle_distance", 4, 1),
+                ("kinetics700", 700, 28), ("mnist", 10, 1), ("pets", 37, 1), ("voc2007", 20, 1), ("pcam", 2, 1),
+                ("resisc45", 45, 18), ("renderedsst2", 2, 1), ("stl10", 10, 2), ("sun397", 397, 2),
+                ("cars", 196, 8), ("ucf101", 101, 48)]
 
 
 @pytest.mark.parametrize("key,classes,templates", PAPER_COUNTS)
-def test_shipped_counts(key, classes, templates):
+def test_paper_datasets_shipped(key, classes, templates):
     entry = prompts.shipped()[key]
-    assert len(entry.get("class_names", [])) == (classes or 0)
-    assert len(entry["templates"]) == templates
+    assert entry["source"].startswith("OpenAI openai/CLIP@d05afc4 data/prompts.md")
+    assert len(entry["class_names"]) == classes and len(entry["templates"]) == templates
     assert all("{}" in t for t in entry["templates"])
-    assert prompts.shipped()["pets"]["templates"] == ["a photo of a {}, a type of pet."]
+    assert prompts.resolve_class_names(key) == entry["class_names"]
+    assert prompts.resolve_templates(key) == entry["templates"]
+
+
+def test_paper_lists_match_prompts_md():
+    """All 26 datasets' lists hash to what data/make_prompts.py read from the pinned
+    prompts.md (sha256 f98d2d25...), and spot checks of CLIP_SPEC.md's examples."""
+    shipped = prompts.shipped()
+    keys = sorted(k for k, v in shipped.items() if v["source"].startswith("OpenAI openai/CLIP"))
+    assert keys == sorted(k for k, _, _ in PAPER_COUNTS)
+    blob = json.dumps({k: [shipped[k]["class_names"], shipped[k]["templates"]] for k in keys}, sort_keys=True,
+                      ensure_ascii=False)
+    assert hashlib.sha256(blob.encode()).hexdigest() == "ae30545830357fff48a365a9f81501e713f93c18a9f1625e184f449a9e5aacc1"
+    assert shipped["pets"]["templates"] == ["a photo of a {}, a type of pet."]
+    assert shipped["food101"]["templates"] == ["a photo of {}, a type of food."]
+    assert shipped["mnist"]["templates"] == ['a photo of the number: "{}".']
+    assert shipped["country211"]["templates"][0] == "a photo i took in {}."
+    assert shipped["cifar10"]["templates"][0] == "a photo of a {}." and shipped["cifar10"]["class_names"][0] == "airplane"
+    assert shipped["birdsnap"]["class_names"][0] == "Acadian Flycatcher"
+    # FER2013: several names for some classes (synonyms), in FER's label order
+    assert shipped["fer2013"]["class_names"][3] == ["happy", "smiling"]
+    assert prompts.resolve_class_names("fer2013")[6] == ["neutral", "bored"]
+    # CLIP_benchmark's differing versions are kept beside OpenAI's
+    assert shipped["pcam_clip_benchmark"]["templates"] == ["a histopathology slide showing {}", "histopathology image of {}"]
+    assert len(shipped["pets_clip_benchmark"]["class_names"]) == 37
+    for key, entry in shipped.items():
+        assert entry["source"] and all("{}" in t for t in entry.get("templates", [])), key
+
+
+def test_class_subsets():
+    subsets = prompts.shipped_subsets()
+    blob = json.dumps({k: [v["indices"], v["wnids"]] for k, v in subsets.items()}, sort_keys=True)
+    assert hashlib.sha256(blob.encode()).hexdigest() == "5713c05f9259b480492b76c1091e2998d64af82c10d065b8346647d1a68be4ae"
+    for key in ("imagenet_a", "imagenet_r"):
+        indices, wnids = prompts.resolve_class_subset(key)
+        assert len(indices) == 200 and indices == sorted(set(indices)) and 0 <= indices[0] and indices[-1] < 1000
+    assert prompts.resolve_class_subset("imagenet_r")[0][:10] == [1, 2, 4, 6, 8, 9, 11, 13, 22, 23]
+    assert prompts.resolve_class_subset("imagenet_a")[0][:5] == [6, 11, 13, 15, 17]
+    assert prompts.resolve_class_subset([3, 1]) == ([3, 1], None)
+    with pytest.raises(ValueError, match="distinct non-negative"):
+        prompts.resolve_class_subset([1, 1])
+    with pytest.raises(ValueError, match="neither a shipped subset"):
+        prompts.resolve_class_subset("imagenet_z")
+
+
+def test_class_subset_wnids_are_tfds_labels():
+    """The indices point at the subsets' wnids in TFDS's ImageNet label order (the label
+    space of TFDS's imagenet_a and imagenet_r); read offline from the package."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    names = tfds.builder("imagenet_a", data_dir="/nonexistent").info.features["label"].names
+    assert len(names) == 1000
+    for key, entry in prompts.shipped_subsets().items():
+        assert [names[i] for i in entry["indices"]] == entry["wnids"], key
 
 
 def test_template_sources(tmp_path):
@@ -66,4 +119,6 @@ def test_bad_templates(tmp_path):
     with pytest.raises(ValueError, match="no prompt templates"):
         prompts.resolve_templates([])
     with pytest.raises(ValueError, match="no class names"):
-        prompts.resolve_class_names("cifar10")
+        prompts.resolve_class_names("dsprites_label_orientation")
+    with pytest.raises(ValueError, match="a name or a non-empty list"):
+        prompts.resolve_class_names(["cat", []])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -25,13 +26,18 @@ def _normalise(x):
     return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def classifier_weights(model, variables, class_names: Sequence[str], templates: Sequence[str],
+def classifier_weights(model, variables, class_names: Sequence, templates: Sequence[str],
                        batch_size: int = 256) -> jnp.ndarray:
-    """[embed_dim, num_classes] ensembled, normalised class embeddings."""
+    """[embed_dim, num_classes] ensembled, normalised class embeddings.
+
+    A class is a name, or a list of names (synonyms, as OpenAI's FER2013 classes): its
+    embedding then averages the prompts of every name with every template."""
     check_templates(templates)
-    if not class_names:
+    if not len(class_names):
         raise ValueError("no class names given")
-    prompts = [fill(t, name) for name in class_names for t in templates]
+    synonyms = [[name] if isinstance(name, str) else list(name) for name in class_names]
+    prompts = [fill(t, name) for names in synonyms for name in names for t in templates]
+    owner = np.repeat(np.arange(len(synonyms)), [len(names) * len(templates) for names in synonyms])
     tokens = tokenize(prompts, context_length=model.config.text.context_length)
     features = []
     for start in range(0, len(tokens), batch_size):
@@ -40,7 +46,12 @@ def classifier_weights(model, variables, class_names: Sequence[str], templates: 
         padded = np.zeros((batch_size,) + chunk.shape[1:], chunk.dtype)
         padded[: len(chunk)] = chunk
         features.append(encode_text(model, variables, padded)[: len(chunk)])
-    return ensemble(jnp.concatenate(features).reshape(len(class_names), len(templates), -1))
+    features = jnp.concatenate(features)
+    if all(len(names) == 1 for names in synonyms):
+        return ensemble(features.reshape(len(synonyms), len(templates), -1))
+    # Mean of the normalised prompt features of each class, renormalised (as `ensemble`).
+    sums = jax.ops.segment_sum(_normalise(features), jnp.asarray(owner), num_segments=len(synonyms))
+    return _normalise(sums / jnp.bincount(jnp.asarray(owner), length=len(synonyms))[:, None]).T
 
 
 def ensemble(text_features) -> jnp.ndarray:
