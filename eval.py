@@ -12,9 +12,11 @@
 PATH: anything clip_jax.load_checkpoint reads (OpenAI .pt, open_clip file, Hugging Face
 folder, clip_jax file) or a training workdir (its newest checkpoint).  SPEC: a dataset
 spec string as in training (demo:heldout, folder:/data/val, csv:..., wds:..., tfds:...).
---templates and --class_names take a shipped key (imagenet, imagenet_simple, cifar10,
-food101, ...; see clip_jax/evaluation/data/prompts.json), a file (one per line or a JSON
-list) or, for templates, one inline template with '{}'.  A suite skips (and reports) the
+--templates and --class_names take a shipped key (imagenet, imagenet_simple, and OpenAI's
+lists of the paper's datasets: cifar10, food101, ...; see clip_jax/evaluation/prompts.py),
+a file (one per line or a JSON list) or, for templates, one inline template with '{}'.
+--class_subset imagenet_a|imagenet_r scores the 200 classes of ImageNet-A/-R
+(with --class_names imagenet; labels may index all 1,000 classes or the 200).  A suite skips (and reports) the
 datasets that are not prepared in TFDS's data dir.
 
 Writes {"checkpoint", "data", "task", "metrics"} as JSON (with --suite: "evaluations",
@@ -37,6 +39,8 @@ flags.DEFINE_string("train_data", None, "linear probe: training split spec")
 flags.DEFINE_string("val_data", None, "linear probe: validation split spec (default: 20% of train)")
 flags.DEFINE_string("templates", "a photo of a {}.", "shipped key, file, or one template with {}")
 flags.DEFINE_string("class_names", "", "shipped key or file (default: the dataset's own names)")
+flags.DEFINE_string("class_subset", "", "score only these classes: imagenet_a, imagenet_r or a file of indices")
+flags.DEFINE_bool("check_class_count", True, "the class names must match the dataset's class count")
 flags.DEFINE_enum("suite", None, ["zeroshot_paper", "imagenet_robustness", "retrieval"], "run a suite")
 flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir for --suite (default: TFDS's)")
 flags.DEFINE_integer("kshot", 0, "linear probe: k training examples per class (0: all)")
@@ -60,7 +64,8 @@ def _evaluations() -> tuple[list[dict], dict]:
         raise app.UsageError("--data (a dataset spec) or --suite is required")
     spec = {"name": FLAGS.task, "task": FLAGS.task, "data": FLAGS.data, "batch_size": FLAGS.batch_size}
     if FLAGS.task == "zeroshot":
-        spec.update(templates=FLAGS.templates, class_names=FLAGS.class_names or None)
+        spec.update(templates=FLAGS.templates, class_names=FLAGS.class_names or None,
+                    class_subset=FLAGS.class_subset or None, check_class_count=FLAGS.check_class_count)
     if FLAGS.task == "linear_probe":
         if not FLAGS.train_data:
             raise app.UsageError("--task linear_probe needs --train_data")

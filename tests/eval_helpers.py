@@ -56,3 +56,29 @@ def clusters(n: int, classes: int, dim: int, separation: float, seed: int, means
     rs = np.random.RandomState(seed)
     labels = rs.randint(0, classes, n)
     return (means[labels] + rs.randn(n, dim)).astype(np.float32), labels.astype(np.int64)
+
+
+def labelled_wds(directory: str, labels, with_cls: bool = True, per_shard: int = 10_000) -> str:
+    """WebDataset shards of class images with .cls labels (or none); returns the spec."""
+    from clip_jax.data.wds_writer import ShardWriter
+
+    with ShardWriter(os.path.join(directory, "cls-"), samples_per_shard=per_shard) as writer:
+        for i, label in enumerate(labels):
+            fields = {"png": _png(class_image(int(label), 900 + i))}
+            if with_cls:
+                fields["cls"] = str(int(label))
+            writer.write(f"s{i:04d}", fields)
+        return writer.spec()
+
+
+def labelled_csv(directory: str, labels) -> str:
+    """A CSV of image paths and integer labels (no captions); returns the spec."""
+    os.makedirs(os.path.join(directory, "img"), exist_ok=True)
+    lines = ["path,y"]
+    for i, label in enumerate(labels):
+        with open(os.path.join(directory, "img", f"{i}.png"), "wb") as f:
+            f.write(_png(class_image(int(label), 700 + i)))
+        lines.append(f"img/{i}.png,{int(label)}")
+    with open(os.path.join(directory, "data.csv"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return f"csv:{os.path.join(directory, 'data.csv')}?image=path&label=y"

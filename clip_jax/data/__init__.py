@@ -12,8 +12,8 @@ Modules: spec (spec strings), sources (one reader per kind), image_ops and text_
 data with held-out attribute combinations), wds_writer (writing shards, for data/ tools).
 Spec syntax: see clip_jax.data.spec.
 """
-from clip_jax.data.pipeline import TrainIterator, class_names, eval_batches, train_iterator
+from clip_jax.data.pipeline import TrainIterator, class_names, dataset_labels, eval_batches, train_iterator
 from clip_jax.data.sources import open_sources
 from clip_jax.data.spec import parse as parse_spec
 
-__all__ = ["TrainIterator", "class_names", "eval_batches", "open_sources", "parse_spec", "train_iterator"]
+__all__ = ["TrainIterator", "class_names", "dataset_labels", "eval_batches", "open_sources", "parse_spec", "train_iterator"]

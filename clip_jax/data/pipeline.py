@@ -389,6 +389,15 @@ def _eval_batch(images, labels, captions, rows, batch_size, image_size, encode):
     return batch
 
 
+def dataset_labels(spec: str) -> np.ndarray | None:
+    """Every example's label (-1 where none) in order, read without decoding images (see
+    Source.labels); None when a source cannot tell without reading all its data."""
+    labels = [source.labels() for source in sources_lib.open_sources(spec)]
+    if any(label is None for label in labels):
+        return None
+    return np.concatenate(labels) if labels else np.zeros(0, np.int64)
+
+
 def class_names(spec: str) -> list[str] | None:
     """Class names (folder:, TFDS ClassLabel) or zero-shot prompts (demo:); None otherwise."""
     sources = sources_lib.open_sources(spec)

@@ -87,6 +87,12 @@ class Source(abc.ABC):
         """Number of raw elements (reads the data where the source does not know it)."""
         return int(self.ordered().reduce(np.int64(0), lambda n, _: n + 1))
 
+    def labels(self) -> np.ndarray | None:
+        """The label of every raw element (-1 where none) without decoding any image, for
+        checks before evaluation; None where the source cannot tell cheaply (TFDS and demo
+        know their class names instead; TFRecord would need every record parsed)."""
+        return None
+
     def ordered(self) -> tf.data.Dataset:
         """All elements, units in order: for evaluation and tools."""
         units = tf.data.Dataset.from_tensor_slices(tf.constant(self.units, tf.string))
@@ -143,6 +149,34 @@ class WdsSource(_GeneratorSource):
             log.warning("skipping the rest of shard %s: %s", path, error)
             yield raw_element(fault=FAULT_SHARD)
 
+    def labels(self):
+        """One label per example (key group), from the .cls members only: the tar headers
+        are read and the other members skipped (seeked over in uncompressed shards)."""
+        out = []
+        for path in self.units:
+            group_key, label = None, None
+            try:
+                with tf.io.gfile.GFile(path, "rb") as f, tarfile.open(fileobj=f, mode="r:*") as tar:
+                    for member in tar:
+                        if not member.isfile():
+                            continue
+                        directory, _, base = member.name.rpartition("/")
+                        stem, dot, ext = base.partition(".")
+                        if not dot or base.startswith("."):
+                            continue
+                        key = f"{directory}/{stem}"
+                        if key != group_key and group_key is not None:
+                            out.append(label)
+                            label = None
+                        group_key = key
+                        if ext.lower() == "cls":
+                            label = _parse_label(tar.extractfile(member).read())
+                    if group_key is not None:
+                        out.append(label)
+            except (tarfile.TarError, OSError, EOFError, tf.errors.OpError) as error:
+                log.warning("label scan: skipping the rest of shard %s: %s", path, error)
+        return np.array([-1 if label is None else label for label in out], np.int64)
+
     @staticmethod
     def _example(group: dict) -> dict:
         image = next((group[e] for e in IMAGE_EXTENSIONS if e in group), None)
@@ -161,12 +195,7 @@ class WdsSource(_GeneratorSource):
             captions = [meta.get("caption")]
         captions = [c if isinstance(c, (str, bytes)) else None for c in captions]
         captions = [c for c in map(valid_caption, captions) if c is not None]
-        label = -1
-        if "cls" in group:
-            try:
-                label = int(group["cls"].strip())
-            except ValueError:
-                pass
+        label = _parse_label(group["cls"]) if "cls" in group else -1
         if not image:
             return raw_element(captions=captions, label=label, fault=FAULT_IMAGE)
         return raw_element(image, captions, label)
@@ -205,6 +234,13 @@ class TFRecordSource(_GeneratorSource):
             yield raw_element(fault=FAULT_SHARD)
 
 
+def _parse_label(data: bytes) -> int:
+    try:
+        return int(data.strip())
+    except ValueError:
+        return -1
+
+
 def _list_units(n: int) -> list[str]:
     return [f"{start}:{min(start + CHUNK, n)}" for start in range(0, n, CHUNK)]
 
@@ -233,6 +269,9 @@ class FolderSource(_GeneratorSource):
     def count(self):
         return len(self.files)
 
+    def labels(self):
+        return np.array([label for _, label in self.files], np.int64)
+
     def _generate(self, unit):
         start, end = map(int, unit.split(":"))
         for path, label in self.files[start:end]:
@@ -242,7 +281,9 @@ class FolderSource(_GeneratorSource):
 class CsvSource(_GeneratorSource):
     """A CSV (or TSV with sep=tab) of image paths and captions; paths relative to the file.
 
-    Options: image=COLUMN (default image), caption=COLUMN (default caption), sep=, or tab.
+    Options: image=COLUMN (default image), caption=COLUMN (default caption), sep=, or tab,
+    label=COLUMN (integer class labels, for classification; with it the caption column
+    may be absent).
     """
 
     def __init__(self, spec):
@@ -250,28 +291,47 @@ class CsvSource(_GeneratorSource):
         (path,) = spec_lib.expand_paths(spec.target, spec.text)[:1] or [None]
         sep = {"tab": "\t", "comma": ","}.get(spec.options.get("sep", ","), spec.options.get("sep", ","))
         image_col, caption_col = spec.options.get("image", "image"), spec.options.get("caption", "caption")
+        label_col = spec.options.get("label")
         with tf.io.gfile.GFile(path, "r") as f:
             reader = csv.DictReader(f, delimiter=sep)
             columns = reader.fieldnames or []
-            for column, option in ((image_col, "image"), (caption_col, "caption")):
+            required = [(image_col, "image")] + [(label_col, "label")] * bool(label_col)
+            if not label_col or "caption" in spec.options or caption_col in columns:
+                required.append((caption_col, "caption"))
+            for column, option in required:
                 if column not in columns:
                     raise ValueError(
                         f"dataset spec {spec.text!r}: no column {column!r} in {path!r}; its columns are {columns}. "
                         f"Name the column with ?{option}=COLUMN"
                     )
             base = os.path.dirname(path)
-            self.rows = [(os.path.join(base, row[image_col]), row[caption_col]) for row in reader]
+            self.rows, labels = [], []
+            for line, row in enumerate(reader, start=2):
+                self.rows.append((os.path.join(base, row[image_col]), row.get(caption_col)))
+                if label_col:
+                    try:
+                        labels.append(int(row[label_col]))
+                    except (TypeError, ValueError):
+                        raise ValueError(f"dataset spec {spec.text!r}: line {line} of {path!r}: label "
+                                         f"{row[label_col]!r} in column {label_col!r} is not an integer") from None
         if not self.rows:
             raise ValueError(f"dataset spec {spec.text!r}: {path!r} has no rows")
+        self.row_labels = np.array(labels, np.int64) if label_col else None
+        self.has_captions = caption_col in columns
         self.units = _list_units(len(self.rows))
 
     def count(self):
         return len(self.rows)
 
+    def labels(self):
+        return self.row_labels if self.row_labels is not None else np.full(len(self.rows), -1, np.int64)
+
     def _generate(self, unit):
         start, end = map(int, unit.split(":"))
-        for path, caption in self.rows[start:end]:
-            yield _read_image_file(path, [caption], -1)
+        for i in range(start, end):
+            path, caption = self.rows[i]
+            label = int(self.row_labels[i]) if self.row_labels is not None else -1
+            yield _read_image_file(path, [caption] if caption is not None else [], label)
 
 
 def _read_image_file(path: str, captions: list, label: int) -> dict:

@@ -7,8 +7,11 @@ Country211, FER2013, KITTI distance, CLEVR counts, Kinetics700, HatefulMemes, re
 SST2, Flickr30k) are not in these suites: evaluate them from folder:/csv:/wds: specs.
 
 Class names: ImageNet variants use OpenAI's edited names (TFDS labels follow the same
-sorted-wnid order); the other datasets use their TFDS label names made readable, since
-the shipped lists may order classes differently from TFDS.
+sorted-wnid order); ImageNet-A and ImageNet-R are scored over their 200 classes (the
+shipped class subsets: the classifier keeps those 200 columns and TFDS's 1,000-class
+labels are mapped onto them), as their authors and the paper do.  The other datasets use
+their TFDS label names made readable, since the shipped (OpenAI) lists may order classes
+differently from TFDS.
 """
 from __future__ import annotations
 
@@ -39,6 +42,9 @@ IMAGENET_ROBUSTNESS = [
     ("imagenet_a", "imagenet_a:test", "imagenet1k", True),
     ("imagenet_r", "imagenet_r:test", "imagenet1k", True),
 ]
+
+# eval name -> shipped class subset (prompts.shipped_subsets)
+CLASS_SUBSETS = {"imagenet_a": "imagenet_a", "imagenet_r": "imagenet_r"}
 
 RETRIEVAL = [
     ("coco_5k", "coco_captions:test", None, False),
@@ -81,5 +87,7 @@ def suite_evals(suite: str, *, data_dir: str | None = None, batch_size: int = 25
         if task == "zeroshot":
             entry["templates"] = prompts
             entry["class_names"] = prompts if shipped_names else None
+            if name in CLASS_SUBSETS:
+                entry["class_subset"] = CLASS_SUBSETS[name]
         evals.append(entry)
     return evals, skipped
