@@ -15,7 +15,8 @@ An evaluation is a dict or ConfigDict:
   linear_probe: train_data, val_data (optional: else 20% of train, seeded), features
     ("pre": the pre-projection features, as the paper; "post": the embedding),
     normalize (L2-normalise features, as CLIP_benchmark; default False), kshot, seed,
-    lambda (fix the regularisation instead of searching it).
+    lambda (fix the regularisation instead of searching it), warm_start (default False;
+    see linear_probe).
 Every input check runs in `validate` (no model needed) and `check` (model, dataset
 headers and labels, no images decoded) before any feature is computed.
 """
@@ -229,7 +230,8 @@ def run_linear_probe(model, variables, spec: Mapping, checked: Mapping | None = 
     return linear_probe(x("train"), feats["train"].labels, x("test"), feats["test"].labels, num_classes,
                         val_x=x("val") if "val" in feats else None,
                         val_y=feats["val"].labels if "val" in feats else None,
-                        kshot=spec.get("kshot") or None, seed=int(spec.get("seed", 0)), lam=spec.get("lambda"))
+                        kshot=spec.get("kshot") or None, seed=int(spec.get("seed", 0)), lam=spec.get("lambda"),
+                        warm_start=bool(spec.get("warm_start", False)))
 
 
 RUNNERS = {"zeroshot": run_zeroshot, "retrieval": run_retrieval, "linear_probe": run_linear_probe}
