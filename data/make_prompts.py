@@ -12,7 +12,7 @@ The lists are facts; only they go into the JSON, no code.  Where each comes from
     paper's zero-shot numbers used.  Class order is OpenAI's (the label order of their
     copies of the datasets), which is not always TFDS's or torchvision's.  FER2013 has
     several names for some classes (a list per class).
-  - Everything else (the VTAB extras, ImageNet variants' aliases): CLIP_benchmark 1.6.2's
+  - Datasets outside the paper (svhn, dmlab, diabetic_retinopathy, the VTAB tasks): CLIP_benchmark 1.6.2's
     en_classnames.json / en_zeroshot_classification_templates.json.  Where CLIP_benchmark's
     list for a paper dataset differs from prompts.md (class order, names or templates), its
     version is kept too, as "<key>_clip_benchmark", for data laid out as CLIP_benchmark's.
