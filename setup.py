@@ -46,6 +46,11 @@ EXTRAS_REQUIRE = {
         "webdataset==0.2.86",
         "clip-benchmark==1.6.2",  # evaluation parity oracle
         "scikit-learn==1.7.2",
+        # notebooks/ run in tests/test_notebooks.py (papermill on an ipykernel kernel)
+        "papermill==2.7.0",
+        "nbformat==5.11.1",
+        "ipykernel==7.4.0",
+        "matplotlib==3.11.2",
     ],
     "gpu": [f"jax[cuda12]=={JAX_VERSION}"],
     "tpu": [f"jax[tpu]=={JAX_VERSION}"],
