@@ -16,6 +16,9 @@ flags.DEFINE_string("workdir", None, "where checkpoints and metrics go", require
 flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for explicit multi-host runs")
 flags.DEFINE_integer("num_processes", 0, "number of processes, with --coordinator_address")
 flags.DEFINE_integer("process_id", -1, "this process's index, with --coordinator_address")
+flags.DEFINE_enum("host_allocator", None, ["auto", "retain", "system"],
+                  "retain: malloc reuses freed memory instead of faulting in fresh pages every step "
+                  "(clip_jax/host.py); auto (default, or $CLIP_JAX_HOST_ALLOCATOR): retain on CPU-only machines")
 config_flags.DEFINE_config_file("config", None, "training config file", lock_config=True)
 FLAGS = flags.FLAGS
 
@@ -26,6 +29,9 @@ def main(argv):
     if FLAGS.config is None:
         raise app.UsageError("--config is required, e.g. --config configs/demo.py")
     logging.getLogger().setLevel(logging.INFO)
+    from clip_jax.host import configure_allocator
+
+    configure_allocator(FLAGS.host_allocator)  # before any thread starts
     from clip_jax.sharding import maybe_initialize_distributed
     from clip_jax.trainer import train
 

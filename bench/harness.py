@@ -11,6 +11,12 @@ import statistics
 import time
 from typing import Callable
 
+from clip_jax.host import configure_allocator
+
+# Before any thread starts; the same for both frameworks since they share the process.
+# CLIP_JAX_HOST_ALLOCATOR=system measures without it.
+HOST_ALLOCATOR_RETAINED = configure_allocator()
+
 # torchvision before tensorflow (via clip_jax.data) or the process segfaults with these
 # wheels; open_clip imports torchvision.
 try:
@@ -33,11 +39,22 @@ def open_clip_name(name: str) -> str:
     return mapping.get(name, name)
 
 
+def limit_threads(threads: int) -> None:
+    """threads=1: XLA's CPU backend single-threaded (torch is set by each runner).
+    Must run before jax initialises its backend."""
+    if threads == 1:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+    elif threads > 1:
+        raise ValueError(f"--threads {threads}: XLA's CPU thread count cannot be set; use 1 or 0 (all cores)")
+
+
 def backend_description() -> str:
     import jax
 
     device = jax.devices()[0]
-    return f"{device.platform}:{device.device_kind} x{jax.local_device_count()}, {os.cpu_count()} host cores"
+    allocator = "retained" if HOST_ALLOCATOR_RETAINED else "system"
+    return (f"{device.platform}:{device.device_kind} x{jax.local_device_count()}, {os.cpu_count()} host cores, "
+            f"{allocator} host allocator")
 
 
 def matmul_peak(dtype: str = "float32", size: int = 2048, repeats: int = 5) -> float:
@@ -69,18 +86,24 @@ def torch_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best
 
 
-def interleaved(runners: dict[str, Callable[[], None]], rounds: int, steps: int) -> dict[str, float]:
-    """Median seconds per call of each runner, timing `steps` calls per runner per round,
-    with the runners taking turns round by round.  Each runner must block until its work
-    is done (block_until_ready / a device sync) before returning."""
-    samples: dict[str, list[float]] = {name: [] for name in runners}
+def interleaved(runners: dict[str, Callable[[], None]], rounds: int, steps: int) -> dict[str, dict[str, float]]:
+    """Median seconds per call of each runner, wall-clock ("wall") and CPU time of this
+    process ("cpu"), timing `steps` calls per runner per round, the runners taking
+    turns round by round.  Each runner must block until its work is done.
+
+    On a CPU shared with other work, wall time measures the share this process got;
+    CPU time (single-threaded runs) measures the work itself, so it is the steadier
+    figure there."""
+    samples = {name: {"wall": [], "cpu": []} for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 run()
-            samples[name].append((time.perf_counter() - start) / steps)
-    return {name: statistics.median(times) for name, times in samples.items()}
+            samples[name]["wall"].append((time.perf_counter() - wall) / steps)
+            samples[name]["cpu"].append((time.process_time() - cpu) / steps)
+    return {name: {kind: statistics.median(times) for kind, times in kinds.items()}
+            for name, kinds in samples.items()}
 
 
 def torch_sync(device: str) -> None:

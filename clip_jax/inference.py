@@ -7,6 +7,7 @@ import jax
 import numpy as np
 
 from clip_jax.models import CLIP
+from clip_jax.models.text import trim_after_eot
 
 
 @functools.lru_cache(maxsize=64)
@@ -47,9 +48,14 @@ def encode_image(model: CLIP, variables, images, project: bool = True) -> jax.Ar
     return _jitted(model, "image", project)(variables, images)
 
 
-def encode_text(model: CLIP, variables, tokens) -> jax.Array:
-    """Unnormalised text features [N, embed_dim] of int token ids [N, <=77]."""
+def encode_text(model: CLIP, variables, tokens, trim: bool = True) -> jax.Array:
+    """Unnormalised text features [N, embed_dim] of int token ids [N, <=77].
+
+    Host (NumPy) tokens are cut after the batch's last EOT first (`trim_after_eot`):
+    the same features, computed on fewer positions.  Device arrays are used as given."""
     check_tokens(model, tokens)
+    if trim and isinstance(tokens, (np.ndarray, list)):
+        tokens = trim_after_eot(np.asarray(tokens))
     return _jitted(model, "text")(variables, tokens)
 
 

@@ -23,6 +23,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from clip_jax.inference import encode_image, encode_text
+from clip_jax.models.text import trim_after_eot
 from clip_jax.tokenizers.bpe import tokenize
 
 CACHE_VERSION = 1
@@ -85,6 +86,8 @@ def _encode_captions(model, variables, captions: list[list[str]], chunk: int) ->
         tokens = np.zeros((chunk, model.config.text.context_length), np.int32)
         if part:
             tokens[: len(part)] = tokenize(part, context_length=model.config.text.context_length)
+        if jax.process_count() == 1:  # hosts would have to agree on the trimmed length
+            tokens = trim_after_eot(tokens)
         # A fixed chunk shape: one compilation however many captions a batch has.
         encoded.append(_encode(lambda m, v, t: encode_text(m, v, t), model, variables, tokens)[: len(part)])
     features = np.concatenate(encoded) if encoded else np.zeros((0, embed), np.float32)

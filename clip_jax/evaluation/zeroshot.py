@@ -17,6 +17,7 @@ from clip_jax.evaluation import features as features_lib
 from clip_jax.evaluation.metrics import classification_metrics
 from clip_jax.evaluation.prompts import check_templates, fill
 from clip_jax.inference import encode_text
+from clip_jax.models.text import trim_after_eot
 from clip_jax.tokenizers.bpe import tokenize
 
 __all__ = ["check_templates", "classifier_weights", "ensemble", "zero_shot_scores", "zero_shot_accuracy"]
@@ -38,7 +39,8 @@ def classifier_weights(model, variables, class_names: Sequence, templates: Seque
     synonyms = [[name] if isinstance(name, str) else list(name) for name in class_names]
     prompts = [fill(t, name) for names in synonyms for name in names for t in templates]
     owner = np.repeat(np.arange(len(synonyms)), [len(names) * len(templates) for names in synonyms])
-    tokens = tokenize(prompts, context_length=model.config.text.context_length)
+    # Trimmed once for all prompts (the same on every host): one compiled shape.
+    tokens = trim_after_eot(tokenize(prompts, context_length=model.config.text.context_length))
     features = []
     for start in range(0, len(tokens), batch_size):
         chunk = tokens[start : start + batch_size]

@@ -14,6 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from clip_jax.models.layers import LayerNorm, Transformer, normal
 
@@ -45,3 +46,18 @@ class TextTransformer(nn.Module):
         eot = x[jnp.arange(x.shape[0]), jnp.argmax(tokens, axis=-1)]
         proj = self.param("text_projection", normal(self.width**-0.5), (self.width, self.output_dim))
         return eot @ proj.astype(self.dtype)
+
+
+def trim_after_eot(tokens: np.ndarray, multiple: int = 16) -> np.ndarray:
+    """Drop the columns after the last EOT of the batch, keeping a multiple of `multiple`.
+
+    The causal mask means no position attends to a later one, so the feature at each
+    row's EOT (its largest id) does not depend on anything after it: the trimmed batch
+    gives the same features for a fraction of the work (prompts such as "a photo of a
+    dog." are about 8 of 77 tokens).  Rounding the length up to a multiple bounds the
+    number of shapes, and so of compilations, to ceil(77 / multiple)."""
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2 or not tokens.shape[0]:
+        return tokens
+    last = int(np.argmax(tokens, axis=-1).max()) + 1
+    return tokens[:, : min(tokens.shape[1], -(-last // multiple) * multiple)]

@@ -1,0 +1,135 @@
+"""Image and text embedding throughput of clip_jax, and of open_clip in the same run.
+
+    python bench/inference.py --model ViT-B/32 --batch 32 --dtype float32
+    python bench/inference.py --model ViT-L/14 --batch 256 --dtype bfloat16   # GPU
+
+Each side embeds one fixed batch repeatedly (`clip_jax.encode_image` / `encode_text`,
+jitted; open_clip's `encode_image` / `encode_text` under `torch.inference_mode`, with
+`torch.autocast` for bf16), the two taking turns round by round.  Prints embeddings/s,
+the ratio, and the fraction of the hardware limit (as bench/train_step.py).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import harness  # noqa: E402  (allocator and import order first)
+
+
+def clip_jax_runners(args):
+    import jax
+    import numpy as np
+
+    from clip_jax import create_model, encode_image, encode_text
+    from clip_jax.inference import init_variables
+
+    model = create_model(args.model, dtype=args.dtype)
+    variables = init_variables(model)
+    size = model.config.vision.image_size
+    rs = np.random.RandomState(0)
+    images = jax.device_put(rs.randn(args.batch, size, size, 3).astype(np.float32))
+    tokens = jax.device_put(rs.randint(1, 49406, (args.batch, 77)).astype(np.int32))
+
+    def image():
+        jax.block_until_ready(encode_image(model, variables, images))
+
+    def text():
+        jax.block_until_ready(encode_text(model, variables, tokens))
+
+    image(), text()  # compile
+    return {"image": image, "text": text}, model, size
+
+
+def open_clip_runners(args, size):
+    import numpy as np
+    import open_clip
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(args.threads or os.cpu_count())
+    model = open_clip.create_model(harness.open_clip_name(args.model), device=device).eval()
+    rs = np.random.RandomState(0)
+    images = torch.from_numpy(rs.randn(args.batch, 3, size, size).astype(np.float32)).to(device)
+    tokens = torch.from_numpy(rs.randint(1, 49406, (args.batch, 77)).astype(np.int64)).to(device)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
+
+    def image():
+        with torch.inference_mode(), autocast:
+            model.encode_image(images)
+        harness.torch_sync(device)
+
+    def text():
+        with torch.inference_mode(), autocast:
+            model.encode_text(tokens)
+        harness.torch_sync(device)
+
+    image(), text()
+    return {"image": image, "text": text}
+
+
+def tower_flops(model, batch: int, tower: str) -> int:
+    import jax
+    import jax.numpy as jnp
+
+    from clip_jax.flops import matmul_flops
+    from clip_jax.models import CLIP
+
+    size = model.config.vision.image_size
+    one = (jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32),
+           jax.ShapeDtypeStruct((1, model.config.text.context_length), jnp.int32))
+    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), *one)
+    if tower == "image":
+        x = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
+        return matmul_flops(lambda v, x: model.apply(v, x, method=CLIP.encode_image), variables, x)
+    t = jax.ShapeDtypeStruct((batch, model.config.text.context_length), jnp.int32)
+    return matmul_flops(lambda v, t: model.apply(v, t, method=CLIP.encode_text), variables, t)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="ViT-B/32")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--steps", type=int, default=3, help="calls timed per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--vs", default="open_clip", choices=["open_clip", "none"])
+    parser.add_argument("--threads", type=int, default=0,
+                        help="1: both frameworks single-threaded (pin with taskset for a quiet core); 0: all cores")
+    args = parser.parse_args()
+    harness.limit_threads(args.threads)
+
+    import jax
+
+    from clip_jax.metrics import peak_flops_per_device
+
+    print(f"{harness.backend_description()}; {args.model}, batch {args.batch}, {args.dtype}")
+    ours, model, size = clip_jax_runners(args)
+    theirs = open_clip_runners(args, size) if args.vs == "open_clip" else {}
+    if jax.devices()[0].platform == "cpu":
+        peak, peak_name = harness.matmul_peak("float32"), "measured fp32 matmul peak"
+    else:
+        per_device = peak_flops_per_device()
+        peak, peak_name = (per_device * jax.device_count() if per_device else None), "dense bf16 peak"
+    for tower in ("image", "text"):
+        runners = {"clip_jax": ours[tower]}
+        if theirs:
+            runners["open_clip"] = theirs[tower]
+        seconds = harness.interleaved(runners, args.rounds, args.steps)
+        flops = tower_flops(model, args.batch, tower)
+        for name, times in seconds.items():
+            line = (f"{tower:5s} {name:10s} {args.batch / times['wall']:9.1f} embeddings/s "
+                    f"({times['wall'] * 1e3:8.1f} ms/batch, {times['cpu'] * 1e3:8.1f} CPU-ms/batch)")
+            if peak:
+                line += f"  {flops / times['wall'] / peak:6.1%} of the {peak_name}"
+            print(line)
+        if theirs:
+            wall = seconds["open_clip"]["wall"] / seconds["clip_jax"]["wall"]
+            cpu = seconds["open_clip"]["cpu"] / seconds["clip_jax"]["cpu"]
+            print(f"{tower:5s} clip_jax / open_clip: {wall:.2f}x (wall clock), {cpu:.2f}x (per CPU-second)")
+
+
+if __name__ == "__main__":
+    main()
