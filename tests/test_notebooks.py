@@ -30,6 +30,8 @@ def kernel(tmp_path, monkeypatch):
             "display_name": "clip_jax tests", "language": "python"}
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))  # connection files
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     return KERNEL
 
