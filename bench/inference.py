@@ -4,7 +4,7 @@
     python bench/inference.py --model ViT-L/14 --batch 256 --dtype bfloat16   # GPU
 
 Each side embeds one fixed batch repeatedly (`clip_jax.encode_image` / `encode_text`,
-jitted; open_clip's `encode_image` / `encode_text` under `torch.inference_mode`, with
+jitted, text from host tokens so it is trimmed after the last EOT; open_clip's `encode_image` / `encode_text` under `torch.inference_mode`, with
 `torch.autocast` for bf16), the two taking turns round by round.  Prints embeddings/s,
 the ratio, and the fraction of the hardware limit (as bench/train_step.py).
 """
@@ -31,7 +31,7 @@ def clip_jax_runners(args):
     size = model.config.vision.image_size
     rs = np.random.RandomState(0)
     images = jax.device_put(rs.randn(args.batch, size, size, 3).astype(np.float32))
-    tokens = jax.device_put(rs.randint(1, 49406, (args.batch, 77)).astype(np.int32))
+    tokens = captions(args)  # host tokens: encode_text trims them after the last EOT
 
     def image():
         jax.block_until_ready(encode_image(model, variables, images))
@@ -53,7 +53,7 @@ def open_clip_runners(args, size):
     model = open_clip.create_model(harness.open_clip_name(args.model), device=device).eval()
     rs = np.random.RandomState(0)
     images = torch.from_numpy(rs.randn(args.batch, 3, size, size).astype(np.float32)).to(device)
-    tokens = torch.from_numpy(rs.randint(1, 49406, (args.batch, 77)).astype(np.int64)).to(device)
+    tokens = torch.from_numpy(captions(args).astype(np.int64)).to(device)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
     def image():
@@ -68,6 +68,22 @@ def open_clip_runners(args, size):
 
     image(), text()
     return {"image": image, "text": text}
+
+
+def captions(args):
+    """The texts both sides embed: zero-shot prompts (ImageNet class names in OpenAI's 80
+    templates, class-major as when building a classifier), or --texts random: random ids
+    filling all 77 positions, the worst case for trimming."""
+    import numpy as np
+
+    from clip_jax import tokenize
+    from clip_jax.evaluation.prompts import fill, shipped
+
+    if args.texts == "random":
+        return np.random.RandomState(0).randint(1, 49406, (args.batch, 77)).astype(np.int32)
+    imagenet = shipped()["imagenet1k"]
+    texts = [fill(t, name) for name in imagenet["class_names"] for t in imagenet["templates"]]
+    return tokenize(texts[: args.batch])
 
 
 def tower_flops(model, batch: int, tower: str) -> int:
@@ -95,6 +111,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--steps", type=int, default=3, help="calls timed per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--texts", default="prompts", choices=["prompts", "random"])
     parser.add_argument("--vs", default="open_clip", choices=["open_clip", "none"])
     parser.add_argument("--threads", type=int, default=0,
                         help="1: both frameworks single-threaded (pin with taskset for a quiet core); 0: all cores")
@@ -105,7 +122,10 @@ def main() -> None:
 
     from clip_jax.metrics import peak_flops_per_device
 
-    print(f"{harness.backend_description()}; {args.model}, batch {args.batch}, {args.dtype}")
+    from clip_jax.models.text import trim_after_eot
+
+    print(f"{harness.backend_description()}; {args.model}, batch {args.batch}, {args.dtype}; texts: {args.texts}, "
+          f"{trim_after_eot(captions(args)).shape[1]} of 77 positions after trimming")
     ours, model, size = clip_jax_runners(args)
     theirs = open_clip_runners(args, size) if args.vs == "open_clip" else {}
     if jax.devices()[0].platform == "cpu":
@@ -122,7 +142,7 @@ def main() -> None:
         for name, times in seconds.items():
             line = (f"{tower:5s} {name:10s} {args.batch / times['wall']:9.1f} embeddings/s "
                     f"({times['wall'] * 1e3:8.1f} ms/batch, {times['cpu'] * 1e3:8.1f} CPU-ms/batch)")
-            if peak:
+            if peak and tower == "image":  # text work depends on the trimmed length
                 line += f"  {flops / times['wall'] / peak:6.1%} of the {peak_name}"
             print(line)
         if theirs:

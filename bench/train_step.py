@@ -26,6 +26,24 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 import harness  # noqa: E402  (sets the torchvision-before-tensorflow import order)
 
 
+def captions(args):
+    """Caption tokens: --texts random fills all 77 positions (the same work on both
+    sides); --texts prompts are short zero-shot prompts (ImageNet names in OpenAI's
+    templates), where clip_jax's trimming after the last EOT applies."""
+    import numpy as np
+
+    if args.texts == "random":
+        return np.random.RandomState(0).randint(1, 49406, (args.batch, 77)).astype(np.int32)
+    from clip_jax import tokenize
+    from clip_jax.evaluation.prompts import fill, shipped
+
+    imagenet = shipped()["imagenet1k"]
+    rs = np.random.RandomState(0)
+    names = rs.choice(imagenet["class_names"], args.batch)
+    templates = rs.choice(imagenet["templates"], args.batch)
+    return tokenize([fill(t, n) for t, n in zip(templates, names)])
+
+
 def clip_jax_runner(args):
     import jax
     import numpy as np
@@ -33,19 +51,24 @@ def clip_jax_runner(args):
 
     from clip_jax.sharding import global_batch
     from clip_jax.flops import train_step_flops
+    from clip_jax.models.text import trim_after_eot
     from clip_jax.trainer import build, make_train_step
 
     config = base_config()
     config.model, config.batch_size, config.total_steps = args.model, args.batch, 1000
     config.compute_dtype, config.remat, config.loss = args.dtype, args.remat, args.loss
+    config.trim_text = bool(args.trim_text)
     setup = build(config)
     state = setup.init_state(jax.random.key(0, impl="rbg"))
     size = setup.model.config.vision.image_size
     rs = np.random.RandomState(0)
+    tokens = captions(args)
+    if config.trim_text:  # as the trainer does (single process)
+        tokens = trim_after_eot(tokens)
     batch = global_batch({"images": rs.randn(args.batch, size, size, 3).astype(np.float32),
-                          "tokens": rs.randint(1, 49406, (args.batch, 77)).astype(np.int32)}, setup.mesh)
+                          "tokens": tokens}, setup.mesh)
     compiled = make_train_step(setup).lower(state, batch).compile()
-    flops = train_step_flops(setup.model, args.batch)
+    flops = train_step_flops(setup.model, args.batch, tokens.shape[1])
     holder = {"state": state}
 
     def run():
@@ -53,7 +76,7 @@ def clip_jax_runner(args):
         jax.block_until_ready(metrics["loss"])
 
     run()  # warm-up: the first call allocates and autotunes
-    return run, flops, size
+    return run, flops, size, tokens.shape[1], setup.model
 
 
 def open_clip_runner(args, size):
@@ -69,7 +92,7 @@ def open_clip_runner(args, size):
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.2)
     rs = np.random.RandomState(0)
     images = torch.from_numpy(rs.randn(args.batch, 3, size, size).astype(np.float32)).to(device)
-    texts = torch.from_numpy(rs.randint(1, 49406, (args.batch, 77)).astype(np.int64)).to(device)
+    texts = torch.from_numpy(captions(args).astype(np.int64)).to(device)
     if args.torch_compile:
         model = torch.compile(model)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
@@ -96,6 +119,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--loss", default="softmax")
+    parser.add_argument("--texts", default="random", choices=["random", "prompts"])
+    parser.add_argument("--trim-text", type=int, default=1, help="0: always all 77 text positions")
     parser.add_argument("--remat", action="store_true")
     parser.add_argument("--steps", type=int, default=2, help="steps timed per round")
     parser.add_argument("--rounds", type=int, default=5)
@@ -108,12 +133,17 @@ def main() -> None:
 
     import jax
 
+    from clip_jax.flops import train_step_flops
     from clip_jax.metrics import peak_flops_per_device
 
     print(f"{harness.backend_description()}; {args.model}, batch {args.batch}, {args.dtype}, loss {args.loss}"
-          f"{', remat' if args.remat else ''}")
+          f"{', remat' if args.remat else ''}; texts: {args.texts}")
     runners = {}
-    runners["clip_jax"], flops, size = clip_jax_runner(args)
+    runners["clip_jax"], clip_jax_flops, size, text_length, model = clip_jax_runner(args)
+    print(f"clip_jax text positions per caption: {text_length} of 77")
+
+    # Model FLOPs of the work each side does: open_clip always runs all 77 positions.
+    flops_of = {"clip_jax": clip_jax_flops, "open_clip": train_step_flops(model, args.batch)}
     if args.vs == "open_clip":
         runners["open_clip"] = open_clip_runner(args, size)
     seconds = harness.interleaved(runners, args.rounds, args.steps)
@@ -126,15 +156,14 @@ def main() -> None:
         peak = peak_flops_per_device() * jax.device_count() if peak_flops_per_device() else None
         peak_name = "dense bf16 peak"
     for name, times in seconds.items():
-        step_s = times["wall"]
+        step_s, flops = times["wall"], flops_of[name]
         line = (f"{name:10s} {args.batch / step_s:9.2f} examples/s  ({step_s * 1e3:8.1f} ms/step, "
                 f"{times['cpu'] * 1e3:8.1f} CPU-ms/step)")
         if flops and peak:
             line += f"  {flops / step_s / 1e9:8.1f} GFLOP/s = {flops / step_s / peak:6.1%} of the {peak_name}"
         print(line)
-    if flops:
-        print(f"step model FLOPs: {flops / 1e9:.1f} GFLOP; {peak_name}: "
-              f"{peak / 1e9 if peak else float('nan'):.1f} GFLOP/s")
+    print("step model FLOPs: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP" for k, v in flops_of.items() if k in seconds)
+          + f"; {peak_name}: {peak / 1e9 if peak else float('nan'):.1f} GFLOP/s")
     if "open_clip" in seconds:
         wall = seconds["open_clip"]["wall"] / seconds["clip_jax"]["wall"]
         cpu = seconds["open_clip"]["cpu"] / seconds["clip_jax"]["cpu"]

@@ -66,12 +66,13 @@ def _conv_flops(eqn) -> int:
     return 2 * math.prod(out_shape) * math.prod(rhs_shape) // rhs_shape[out_feature_dim]
 
 
-def model_forward_flops(model, batch_size: int, train: bool = True) -> int:
+def model_forward_flops(model, batch_size: int, train: bool = True, text_length: int | None = None) -> int:
     """Forward FLOPs of both towers of a CLIP model on `batch_size` pairs (with the
-    model's patch dropout when train=True)."""
+    model's patch dropout when train=True) and texts of `text_length` positions
+    (default: the full context)."""
     size = model.config.vision.image_size
     images = jax.ShapeDtypeStruct((batch_size, size, size, 3), jnp.float32)
-    tokens = jax.ShapeDtypeStruct((batch_size, model.config.text.context_length), jnp.int32)
+    tokens = jax.ShapeDtypeStruct((batch_size, text_length or model.config.text.context_length), jnp.int32)
     one_image = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     one_text = jax.ShapeDtypeStruct((1, model.config.text.context_length), jnp.int32)
     variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), one_image, one_text)
@@ -83,6 +84,6 @@ def model_forward_flops(model, batch_size: int, train: bool = True) -> int:
     return matmul_flops(forward, variables, images, tokens)
 
 
-def train_step_flops(model, batch_size: int) -> int:
+def train_step_flops(model, batch_size: int, text_length: int | None = None) -> int:
     """Model FLOPs of one train step on a global batch: 3x the forward pass."""
-    return 3 * model_forward_flops(model, batch_size, train=True)
+    return 3 * model_forward_flops(model, batch_size, train=True, text_length=text_length)

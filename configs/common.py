@@ -23,6 +23,10 @@ def base_config() -> ml_collections.ConfigDict:
     # k > 1: embedding-cache accumulation over k micro-batches (all k*B negatives, the
     # activation memory of one micro-batch); see clip_jax/gradients.py.
     config.accumulation_steps = 1
+    # Cut each batch's tokens after its last EOT (rounded up to 16 positions): the same
+    # loss and gradients, less text-tower work; a compilation per length seen (<= 5).
+    # Single-process runs only (hosts would have to agree on the length).
+    config.trim_text = True
     # Training length: exactly one of these > 0 (epochs needs data.num_examples).
     config.total_steps = 0
     config.total_examples = 0

@@ -236,3 +236,57 @@ def test_freezing_all_but_the_last_blocks_of_a_tower(tmp_path):
     assert np.array_equal(final["visual/conv1/kernel"], initial["visual/conv1/kernel"])
     with pytest.raises(ValueError, match="REGEX@START:STOP"):
         build(tiny_config(**{"optim.frozen": ("^visual/@x",)}))
+
+
+def test_trimmed_text_trains_exactly_like_full_context(tmp_path, monkeypatch):
+    """trim_text cuts the synthetic captions (5 tokens) to 16 of 77 positions; the
+    causal text tower makes that exact, so the runs agree to float rounding.  (Forced
+    on: the trainer leaves it off on several simulated CPU devices, see
+    trainer._trimming_is_safe; these tiny runs are not affected.)"""
+    from clip_jax import trainer
+
+    monkeypatch.setattr(trainer, "_trimming_is_safe", lambda mesh: True)
+    results = {}
+    for trim in (True, False):
+        state = train(tiny_config(trim_text=trim), str(tmp_path / str(trim)), synthetic_data)
+        results[trim] = (losses_of(tmp_path / str(trim)), flat_params(state))
+    np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-5)
+    for name, value in results[False][1].items():
+        np.testing.assert_allclose(results[True][1][name], value, atol=1e-5, err_msg=name)
+
+
+def test_trimming_batches_of_different_lengths(tmp_path, caplog, monkeypatch):
+    """A batch whose longest caption fills the context compiles a second step shape."""
+    from clip_jax import trainer
+
+    monkeypatch.setattr(trainer, "_trimming_is_safe", lambda mesh: True)
+
+    class MixedLengths(SyntheticIterator):
+        def __next__(self):
+            batch = super().__next__()
+            if self.position % 2:
+                batch["tokens"] = batch["tokens"].copy()
+                batch["tokens"][0] = clip_jax_tokenize(["word " * 100])[0]
+            return batch
+
+    from clip_jax import tokenize as clip_jax_tokenize
+
+    def data(setup, seed):
+        return MixedLengths(setup.local_batch_size, setup.model.config.vision.image_size, seed)
+
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        train(tiny_config(total_steps=4), str(tmp_path), data)
+    compiled = sorted(int(r.getMessage().split(" for ")[1].split()[0]) for r in caplog.records
+                      if r.getMessage().startswith("compiled the train step for"))
+    assert compiled == [16, 77]
+    assert np.isfinite(losses_of(tmp_path)).all()
+
+
+def test_trimming_is_off_where_unsafe():
+    from clip_jax.sharding import make_mesh
+    from clip_jax.trainer import _trimming_is_safe
+
+    assert _trimming_is_safe(make_mesh([("data", 1), ("fsdp", 1)], jax.devices()[:1]))
+    assert not _trimming_is_safe(make_mesh([("data", -1), ("fsdp", 1)]))  # 8 simulated CPU devices
