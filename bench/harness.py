@@ -48,6 +48,31 @@ def limit_threads(threads: int) -> None:
         raise ValueError(f"--threads {threads}: XLA's CPU thread count cannot be set; use 1 or 0 (all cores)")
 
 
+def add_common_arguments(parser, steps: int, rounds: int) -> None:
+    """The options every comparison script has."""
+    parser.add_argument("--model", default="ViT-B/32")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--steps", type=int, default=steps, help="calls timed per round")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--vs", default="open_clip", choices=["open_clip", "none"])
+    parser.add_argument("--threads", type=int, default=0,
+                        help="1: both frameworks single-threaded (pin with taskset for a quiet core); 0: all cores")
+
+
+def hardware_peak() -> tuple[float | None, str]:
+    """(FLOP/s, its name): the measured float32 matmul peak on a CPU, else the chip's
+    dense bf16 peak times the device count (None where the chip is not in the table)."""
+    import jax
+
+    from clip_jax.metrics import peak_flops_per_device
+
+    if jax.devices()[0].platform == "cpu":
+        return matmul_peak("float32"), "measured fp32 matmul peak"
+    per_device = peak_flops_per_device()
+    return (per_device * jax.device_count() if per_device else None), "dense bf16 peak"
+
+
 def backend_description() -> str:
     import jax
 

@@ -106,21 +106,10 @@ def tower_flops(model, batch: int, tower: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="ViT-B/32")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    parser.add_argument("--steps", type=int, default=3, help="calls timed per round")
-    parser.add_argument("--rounds", type=int, default=5)
+    harness.add_common_arguments(parser, steps=3, rounds=5)
     parser.add_argument("--texts", default="prompts", choices=["prompts", "random"])
-    parser.add_argument("--vs", default="open_clip", choices=["open_clip", "none"])
-    parser.add_argument("--threads", type=int, default=0,
-                        help="1: both frameworks single-threaded (pin with taskset for a quiet core); 0: all cores")
     args = parser.parse_args()
     harness.limit_threads(args.threads)
-
-    import jax
-
-    from clip_jax.metrics import peak_flops_per_device
 
     from clip_jax.models.text import trim_after_eot
 
@@ -128,11 +117,7 @@ def main() -> None:
           f"{trim_after_eot(captions(args)).shape[1]} of 77 positions after trimming")
     ours, model, size = clip_jax_runners(args)
     theirs = open_clip_runners(args, size) if args.vs == "open_clip" else {}
-    if jax.devices()[0].platform == "cpu":
-        peak, peak_name = harness.matmul_peak("float32"), "measured fp32 matmul peak"
-    else:
-        per_device = peak_flops_per_device()
-        peak, peak_name = (per_device * jax.device_count() if per_device else None), "dense bf16 peak"
+    peak, peak_name = harness.hardware_peak()
     for tower in ("image", "text"):
         runners = {"clip_jax": ours[tower]}
         if theirs:

@@ -115,26 +115,16 @@ def open_clip_runner(args, size):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="ViT-B/32")
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    harness.add_common_arguments(parser, steps=2, rounds=5)
     parser.add_argument("--loss", default="softmax")
     parser.add_argument("--texts", default="random", choices=["random", "prompts"])
     parser.add_argument("--trim-text", type=int, default=1, help="0: always all 77 text positions")
     parser.add_argument("--remat", action="store_true")
-    parser.add_argument("--steps", type=int, default=2, help="steps timed per round")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--vs", default="open_clip", choices=["open_clip", "none"])
     parser.add_argument("--torch-compile", action="store_true", help="torch.compile open_clip's model")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="1: both frameworks single-threaded (pin with taskset for a quiet core); 0: all cores")
     args = parser.parse_args()
     harness.limit_threads(args.threads)
 
-    import jax
-
     from clip_jax.flops import train_step_flops
-    from clip_jax.metrics import peak_flops_per_device
 
     print(f"{harness.backend_description()}; {args.model}, batch {args.batch}, {args.dtype}, loss {args.loss}"
           f"{', remat' if args.remat else ''}; texts: {args.texts}")
@@ -148,13 +138,7 @@ def main() -> None:
         runners["open_clip"] = open_clip_runner(args, size)
     seconds = harness.interleaved(runners, args.rounds, args.steps)
 
-    on_cpu = jax.devices()[0].platform == "cpu"
-    if on_cpu:
-        peak = harness.matmul_peak("float32")
-        peak_name = "measured fp32 matmul peak"
-    else:
-        peak = peak_flops_per_device() * jax.device_count() if peak_flops_per_device() else None
-        peak_name = "dense bf16 peak"
+    peak, peak_name = harness.hardware_peak()
     for name, times in seconds.items():
         step_s, flops = times["wall"], flops_of[name]
         line = (f"{name:10s} {args.batch / step_s:9.2f} examples/s  ({step_s * 1e3:8.1f} ms/step, "

@@ -11,7 +11,6 @@ second pass), and writes every array and metric from process 0.
 """
 import argparse
 import json
-import os
 
 
 def main():
@@ -26,13 +25,9 @@ def main():
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--cache_dir", default="")
     args = parser.parse_args()
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
-    import jax
+    from worker_runtime import start_jax
 
-    if args.num_processes > 1:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(f"127.0.0.1:{args.port}", num_processes=args.num_processes,
-                                   process_id=args.process_id)
+    jax = start_jax(args.devices, args.num_processes, args.process_id, args.port)
     import numpy as np
 
     import clip_jax

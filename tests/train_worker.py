@@ -21,13 +21,9 @@ def main():
     parser.add_argument("--process_id", type=int, default=0)
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
-    import jax
+    from worker_runtime import start_jax
 
-    if args.num_processes > 1:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(f"127.0.0.1:{args.port}", num_processes=args.num_processes,
-                                   process_id=args.process_id)
+    jax = start_jax(args.devices, args.num_processes, args.process_id, args.port)
     import numpy as np
     from jax.experimental import multihost_utils
 
