@@ -61,7 +61,7 @@ setup(
     version="0.1.0",
     description="CLIP (Radford et al. 2021) in JAX/Flax: OpenAI-exact models, "
     "pod-scale training, zero-shot and linear-probe evaluation.",
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11,<3.13",  # 3.12 for Colab: every pinned wheel exists for it; CI runs 3.11
     packages=find_packages(include=["clip_jax", "clip_jax.*"]),
     package_data={"clip_jax": ["tokenizers/*.gz", "evaluation/data/*.json"]},
     install_requires=INSTALL_REQUIRES,
