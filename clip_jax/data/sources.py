@@ -112,6 +112,19 @@ class _GeneratorSource(Source):
         )
 
 
+def _group_key(member) -> tuple[str | None, str]:
+    """(example key, lower-case extension) of a tar member in the WebDataset layout, or
+    (None, "") for what is not an example's file: directories, names without an
+    extension, hidden files such as macOS's ._foo."""
+    if not member.isfile():
+        return None, ""
+    directory, _, base = member.name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    if not dot or base.startswith("."):
+        return None, ""
+    return f"{directory}/{stem}", ext.lower()
+
+
 class WdsSource(_GeneratorSource):
     """WebDataset tar shards: members `key.ext` grouped by key, as img2dataset writes them.
 
@@ -129,19 +142,15 @@ class WdsSource(_GeneratorSource):
         try:
             with tf.io.gfile.GFile(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
                 for member in tar:
-                    if not member.isfile():
+                    key, ext = _group_key(member)
+                    if key is None:
                         continue
-                    directory, _, base = member.name.rpartition("/")
-                    stem, dot, ext = base.partition(".")
-                    if not dot or base.startswith("."):  # no extension, or hidden files like ._foo
-                        continue
-                    key = f"{directory}/{stem}"
                     data = tar.extractfile(member).read()
                     if key != group_key and group:
                         yield self._example(group)
                         group = {}
                     group_key = key
-                    group[ext.lower()] = data
+                    group[ext] = data
             if group:
                 yield self._example(group)
         except (tarfile.TarError, OSError, EOFError, tf.errors.OpError) as error:
@@ -158,18 +167,14 @@ class WdsSource(_GeneratorSource):
             try:
                 with tf.io.gfile.GFile(path, "rb") as f, tarfile.open(fileobj=f, mode="r:*") as tar:
                     for member in tar:
-                        if not member.isfile():
+                        key, ext = _group_key(member)
+                        if key is None:
                             continue
-                        directory, _, base = member.name.rpartition("/")
-                        stem, dot, ext = base.partition(".")
-                        if not dot or base.startswith("."):
-                            continue
-                        key = f"{directory}/{stem}"
                         if key != group_key and group_key is not None:
                             out.append(label)
                             label = None
                         group_key = key
-                        if ext.lower() == "cls":
+                        if ext == "cls":
                             label = _parse_label(tar.extractfile(member).read())
                     if group_key is not None:
                         out.append(label)
