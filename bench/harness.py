@@ -111,6 +111,30 @@ def torch_matmul_peak(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 / best
 
 
+def caption_tokens(kind: str, batch: int, order: str):
+    """Token ids both sides embed or train on.  kind "random": random ids filling all 77
+    positions (the same work on both sides, nothing for clip_jax to trim); "prompts":
+    ImageNet class names in OpenAI's 80 templates, short as zero-shot prompts are, either
+    class-major as when building a classifier (order "class_major") or random
+    name/template pairs (order "sampled")."""
+    import numpy as np
+
+    if kind == "random":
+        return np.random.RandomState(0).randint(1, 49406, (batch, 77)).astype(np.int32)
+    from clip_jax import tokenize
+    from clip_jax.evaluation.prompts import fill, shipped
+
+    imagenet = shipped()["imagenet1k"]
+    if order == "class_major":
+        texts = [fill(t, name) for name in imagenet["class_names"] for t in imagenet["templates"]][:batch]
+    else:
+        rs = np.random.RandomState(0)
+        names = rs.choice(imagenet["class_names"], batch)
+        templates = rs.choice(imagenet["templates"], batch)
+        texts = [fill(t, n) for t, n in zip(templates, names)]
+    return tokenize(texts)
+
+
 def interleaved(runners: dict[str, Callable[[], None]], rounds: int, steps: int) -> dict[str, dict[str, float]]:
     """Median seconds per call of each runner, wall-clock ("wall") and CPU time of this
     process ("cpu"), timing `steps` calls per runner per round, the runners taking

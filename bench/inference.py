@@ -4,8 +4,9 @@
     python bench/inference.py --model ViT-L/14 --batch 256 --dtype bfloat16   # GPU
 
 Each side embeds one fixed batch repeatedly (`clip_jax.encode_image` / `encode_text`,
-jitted, text from host tokens so it is trimmed after the last EOT; open_clip's `encode_image` / `encode_text` under `torch.inference_mode`, with
-`torch.autocast` for bf16), the two taking turns round by round.  Prints embeddings/s,
+jitted, text from host tokens so it is trimmed after the last EOT; open_clip's
+`encode_image` / `encode_text` under `torch.inference_mode`, with `torch.autocast` for
+bf16), the two taking turns round by round.  Prints embeddings/s,
 the ratio, and the fraction of the hardware limit (as bench/train_step.py).
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402  (allocator and import order first)
 
 
-def clip_jax_runners(args):
+def clip_jax_runners(args, captions):
     import jax
     import numpy as np
 
@@ -31,7 +32,7 @@ def clip_jax_runners(args):
     size = model.config.vision.image_size
     rs = np.random.RandomState(0)
     images = jax.device_put(rs.randn(args.batch, size, size, 3).astype(np.float32))
-    tokens = captions(args)  # host tokens: encode_text trims them after the last EOT
+    tokens = captions  # host tokens: encode_text trims them after the last EOT
 
     def image():
         jax.block_until_ready(encode_image(model, variables, images))
@@ -43,7 +44,7 @@ def clip_jax_runners(args):
     return {"image": image, "text": text}, model, size
 
 
-def open_clip_runners(args, size):
+def open_clip_runners(args, size, captions):
     import numpy as np
     import open_clip
     import torch
@@ -53,7 +54,7 @@ def open_clip_runners(args, size):
     model = open_clip.create_model(harness.open_clip_name(args.model), device=device).eval()
     rs = np.random.RandomState(0)
     images = torch.from_numpy(rs.randn(args.batch, 3, size, size).astype(np.float32)).to(device)
-    tokens = torch.from_numpy(captions(args).astype(np.int64)).to(device)
+    tokens = torch.from_numpy(captions.astype(np.int64)).to(device)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
     def image():
@@ -70,40 +71,6 @@ def open_clip_runners(args, size):
     return {"image": image, "text": text}
 
 
-def captions(args):
-    """The texts both sides embed: zero-shot prompts (ImageNet class names in OpenAI's 80
-    templates, class-major as when building a classifier), or --texts random: random ids
-    filling all 77 positions, the worst case for trimming."""
-    import numpy as np
-
-    from clip_jax import tokenize
-    from clip_jax.evaluation.prompts import fill, shipped
-
-    if args.texts == "random":
-        return np.random.RandomState(0).randint(1, 49406, (args.batch, 77)).astype(np.int32)
-    imagenet = shipped()["imagenet1k"]
-    texts = [fill(t, name) for name in imagenet["class_names"] for t in imagenet["templates"]]
-    return tokenize(texts[: args.batch])
-
-
-def tower_flops(model, batch: int, tower: str) -> int:
-    import jax
-    import jax.numpy as jnp
-
-    from clip_jax.flops import matmul_flops
-    from clip_jax.models import CLIP
-
-    size = model.config.vision.image_size
-    one = (jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32),
-           jax.ShapeDtypeStruct((1, model.config.text.context_length), jnp.int32))
-    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), *one)
-    if tower == "image":
-        x = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
-        return matmul_flops(lambda v, x: model.apply(v, x, method=CLIP.encode_image), variables, x)
-    t = jax.ShapeDtypeStruct((batch, model.config.text.context_length), jnp.int32)
-    return matmul_flops(lambda v, t: model.apply(v, t, method=CLIP.encode_text), variables, t)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     harness.add_common_arguments(parser, steps=3, rounds=5)
@@ -111,19 +78,21 @@ def main() -> None:
     args = parser.parse_args()
     harness.limit_threads(args.threads)
 
+    from clip_jax.flops import tower_forward_flops
     from clip_jax.models.text import trim_after_eot
 
+    captions = harness.caption_tokens(args.texts, args.batch, order="class_major")
     print(f"{harness.backend_description()}; {args.model}, batch {args.batch}, {args.dtype}; texts: {args.texts}, "
-          f"{trim_after_eot(captions(args)).shape[1]} of 77 positions after trimming")
-    ours, model, size = clip_jax_runners(args)
-    theirs = open_clip_runners(args, size) if args.vs == "open_clip" else {}
+          f"{trim_after_eot(captions).shape[1]} of 77 positions after trimming")
+    ours, model, size = clip_jax_runners(args, captions)
+    theirs = open_clip_runners(args, size, captions) if args.vs == "open_clip" else {}
     peak, peak_name = harness.hardware_peak()
     for tower in ("image", "text"):
         runners = {"clip_jax": ours[tower]}
         if theirs:
             runners["open_clip"] = theirs[tower]
         seconds = harness.interleaved(runners, args.rounds, args.steps)
-        flops = tower_flops(model, args.batch, tower)
+        flops = tower_forward_flops(model, args.batch, tower)
         for name, times in seconds.items():
             line = (f"{tower:5s} {name:10s} {args.batch / times['wall']:9.1f} embeddings/s "
                     f"({times['wall'] * 1e3:8.1f} ms/batch, {times['cpu'] * 1e3:8.1f} CPU-ms/batch)")

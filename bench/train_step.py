@@ -26,25 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 import harness  # noqa: E402  (sets the torchvision-before-tensorflow import order)
 
 
-def captions(args):
-    """Caption tokens: --texts random fills all 77 positions (the same work on both
-    sides); --texts prompts are short zero-shot prompts (ImageNet names in OpenAI's
-    templates), where clip_jax's trimming after the last EOT applies."""
-    import numpy as np
-
-    if args.texts == "random":
-        return np.random.RandomState(0).randint(1, 49406, (args.batch, 77)).astype(np.int32)
-    from clip_jax import tokenize
-    from clip_jax.evaluation.prompts import fill, shipped
-
-    imagenet = shipped()["imagenet1k"]
-    rs = np.random.RandomState(0)
-    names = rs.choice(imagenet["class_names"], args.batch)
-    templates = rs.choice(imagenet["templates"], args.batch)
-    return tokenize([fill(t, n) for t, n in zip(templates, names)])
-
-
-def clip_jax_runner(args):
+def clip_jax_runner(args, captions):
     import jax
     import numpy as np
     from common import base_config
@@ -62,7 +44,7 @@ def clip_jax_runner(args):
     state = setup.init_state(jax.random.key(0, impl="rbg"))
     size = setup.model.config.vision.image_size
     rs = np.random.RandomState(0)
-    tokens = captions(args)
+    tokens = captions
     if config.trim_text:  # as the trainer does (single process)
         tokens = trim_after_eot(tokens)
     batch = global_batch({"images": rs.randn(args.batch, size, size, 3).astype(np.float32),
@@ -79,7 +61,7 @@ def clip_jax_runner(args):
     return run, flops, size, tokens.shape[1], setup.model
 
 
-def open_clip_runner(args, size):
+def open_clip_runner(args, size, captions):
     import numpy as np
     import open_clip
     import torch
@@ -92,7 +74,7 @@ def open_clip_runner(args, size):
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.2)
     rs = np.random.RandomState(0)
     images = torch.from_numpy(rs.randn(args.batch, 3, size, size).astype(np.float32)).to(device)
-    texts = torch.from_numpy(captions(args).astype(np.int64)).to(device)
+    texts = torch.from_numpy(captions.astype(np.int64)).to(device)
     if args.torch_compile:
         model = torch.compile(model)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
@@ -128,14 +110,15 @@ def main() -> None:
 
     print(f"{harness.backend_description()}; {args.model}, batch {args.batch}, {args.dtype}, loss {args.loss}"
           f"{', remat' if args.remat else ''}; texts: {args.texts}")
+    captions = harness.caption_tokens(args.texts, args.batch, order="sampled")
     runners = {}
-    runners["clip_jax"], clip_jax_flops, size, text_length, model = clip_jax_runner(args)
+    runners["clip_jax"], clip_jax_flops, size, text_length, model = clip_jax_runner(args, captions)
     print(f"clip_jax text positions per caption: {text_length} of 77")
 
     # Model FLOPs of the work each side does: open_clip always runs all 77 positions.
     flops_of = {"clip_jax": clip_jax_flops, "open_clip": train_step_flops(model, args.batch)}
     if args.vs == "open_clip":
-        runners["open_clip"] = open_clip_runner(args, size)
+        runners["open_clip"] = open_clip_runner(args, size, captions)
     seconds = harness.interleaved(runners, args.rounds, args.steps)
 
     peak, peak_name = harness.hardware_peak()

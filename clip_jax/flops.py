@@ -66,22 +66,38 @@ def _conv_flops(eqn) -> int:
     return 2 * math.prod(out_shape) * math.prod(rhs_shape) // rhs_shape[out_feature_dim]
 
 
+def _abstract_inputs(model, batch_size: int, text_length: int | None = None):
+    """Shape-only images and tokens for `model`."""
+    size = model.config.vision.image_size
+    images = jax.ShapeDtypeStruct((batch_size, size, size, 3), jnp.float32)
+    tokens = jax.ShapeDtypeStruct((batch_size, text_length or model.config.text.context_length), jnp.int32)
+    return images, tokens
+
+
+def _abstract_variables(model):
+    return jax.eval_shape(model.init, jax.random.PRNGKey(0), *_abstract_inputs(model, 1))
+
+
 def model_forward_flops(model, batch_size: int, train: bool = True, text_length: int | None = None) -> int:
     """Forward FLOPs of both towers of a CLIP model on `batch_size` pairs (with the
     model's patch dropout when train=True) and texts of `text_length` positions
     (default: the full context)."""
-    size = model.config.vision.image_size
-    images = jax.ShapeDtypeStruct((batch_size, size, size, 3), jnp.float32)
-    tokens = jax.ShapeDtypeStruct((batch_size, text_length or model.config.text.context_length), jnp.int32)
-    one_image = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-    one_text = jax.ShapeDtypeStruct((1, model.config.text.context_length), jnp.int32)
-    variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), one_image, one_text)
 
     def forward(variables, images, tokens):
         return model.apply(variables, images, tokens, train=train,
                            rngs={"patch_dropout": jax.random.PRNGKey(0)}, mutable=["batch_stats"])
 
-    return matmul_flops(forward, variables, images, tokens)
+    return matmul_flops(forward, _abstract_variables(model), *_abstract_inputs(model, batch_size, text_length))
+
+
+def tower_forward_flops(model, batch_size: int, tower: str, text_length: int | None = None) -> int:
+    """Inference FLOPs of one tower ("image" or "text") on `batch_size` inputs."""
+    images, tokens = _abstract_inputs(model, batch_size, text_length)
+    if tower == "image":
+        return matmul_flops(lambda v, x: model.apply(v, x, method="encode_image"), _abstract_variables(model), images)
+    if tower == "text":
+        return matmul_flops(lambda v, t: model.apply(v, t, method="encode_text"), _abstract_variables(model), tokens)
+    raise ValueError(f"tower {tower!r} unknown; valid: 'image', 'text'")
 
 
 def train_step_flops(model, batch_size: int, text_length: int | None = None) -> int:

@@ -324,7 +324,6 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     peak = peak_flops_per_device(config.get("peak_flops", 0.0))
     # (compiled step, model FLOPs per device) by text length: trimming gives a few shapes.
     compiled_steps: dict[int, tuple[Any, float]] = {}
-    previous_text_length = None
     prefetcher = Prefetcher(iterator, setup.mesh, transform=_text_trimmer(config, setup.mesh))
     last_good_checkpoint = checkpointer.latest_step()
     data_wait = 0.0
@@ -350,11 +349,6 @@ def train(config: ml_collections.ConfigDict, workdir: str,
                 logging.info("compiled the train step for %d text positions in %.1fs",
                              text_length, time.perf_counter() - compile_start)
                 window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
-            if text_length != previous_text_length:
-                # Let the other executable finish first: on CPU, two programs with
-                # collectives in flight at once starve each other's rendezvous.
-                jax.block_until_ready(state)
-                previous_text_length = text_length
             compiled_step, flops_per_step = compiled_steps[text_length]
             state, metrics = compiled_step(state, batch)
             window_steps += 1
@@ -386,7 +380,6 @@ def train(config: ml_collections.ConfigDict, workdir: str,
                     checkpointer.save(step, state, position, setup.meta, force=True)
                     last_good_checkpoint = step
             if config.get("evals") and (step % config.eval_every == 0 or is_last):
-                jax.block_until_ready(state)  # one program with collectives in flight at a time
                 results = _evaluate(setup, state)
                 writer.write(step, results)
                 logging.info("step %d evaluation: %s", step, results)
