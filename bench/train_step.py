@@ -5,7 +5,7 @@ clip_jax, and of open_clip's equivalent step measured in the same run.
     python bench/train_step.py --model ViT-B/16 --batch 256 --dtype bfloat16 --vs open_clip  # GPU
 
 Prints examples/s of each, the ratio, the step's model FLOPs (3x the forward pass's
-matmuls, `clip_jax.flops`; open_clip's step does the same work) and what fraction of
+matmuls, `clip_jax.flops`, counted for the work each side does) and what fraction of
 the hardware limit they reach: on a CPU the measured float32 matmul peak of this
 machine, on a GPU/TPU the chip's dense bf16 peak (MFU).
 
@@ -115,8 +115,10 @@ def main() -> None:
     runners["clip_jax"], clip_jax_flops, size, text_length, model = clip_jax_runner(args, captions)
     print(f"clip_jax text positions per caption: {text_length} of 77")
 
-    # Model FLOPs of the work each side does: open_clip always runs all 77 positions.
-    flops_of = {"clip_jax": clip_jax_flops, "open_clip": train_step_flops(model, args.batch)}
+    # Model FLOPs of the work each side does: open_clip always runs all 77 positions, and
+    # every token through the last blocks.
+    flops_of = {"clip_jax": clip_jax_flops,
+                "open_clip": train_step_flops(model.clone(full_last_block=True), args.batch)}
     if args.vs == "open_clip":
         runners["open_clip"] = open_clip_runner(args, size, captions)
     seconds = harness.interleaved(runners, args.rounds, args.steps)

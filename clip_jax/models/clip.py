@@ -28,6 +28,10 @@ class CLIP(nn.Module):
     logit_scale_init: float = LOGIT_SCALE_INIT  # log space; SigLIP uses log(10)
     logit_bias_init: float | None = None  # a learnable logit bias (SigLIP: -10); None: none
     patch_dropout: float = 0.0  # ViT only: fraction of patches dropped in training (FLIP)
+    # The towers' last blocks compute only the pooled token (class / EOT), which is all
+    # that reaches the features; True runs them on every token: the same outputs for
+    # ~7% more work (the plain form, for tests and for counting open_clip's FLOPs).
+    full_last_block: bool = False
 
     def setup(self):
         cfg = self.config
@@ -55,6 +59,7 @@ class CLIP(nn.Module):
                 remat=self.remat,
                 dtype=self.dtype,
                 patch_dropout=self.patch_dropout,
+                full_last_block=self.full_last_block,
             )
         text = cfg.text
         self.text = TextTransformer(
@@ -67,6 +72,7 @@ class CLIP(nn.Module):
             act=cfg.act,
             remat=self.remat,
             dtype=self.dtype,
+            full_last_block=self.full_last_block,
         )
         self.logit_scale = self.param("logit_scale", nn.initializers.constant(self.logit_scale_init), ())
         if self.logit_bias_init is not None:

@@ -133,8 +133,38 @@ def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_ele
                                preferred_element_type=preferred_element_type)
 
 
+class QKVProjection(nn.Module):
+    """OpenAI's packed `in_proj`: one [d, 3d] kernel whose columns are q | k | v, with
+    nn.Dense's parameter names, initialisation and dtype casting.  Given `query_tokens`,
+    queries are projected from those alone (keys and values from every token)."""
+
+    dtype: Dtype = jnp.float32
+    kernel_init: Initializer = nn.initializers.xavier_uniform()
+
+    @nn.compact
+    def __call__(self, x: jax.Array, query_tokens: jax.Array | None = None):
+        width = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (width, 3 * width), jnp.float32).astype(self.dtype)
+        bias = self.param("bias", nn.initializers.zeros, (3 * width,), jnp.float32).astype(self.dtype)
+        x = x.astype(self.dtype)
+        if query_tokens is None:
+            qkv = _dense(x, kernel) + bias
+            return qkv[..., :width], qkv[..., width:2 * width], qkv[..., 2 * width:]
+        q = _dense(query_tokens.astype(self.dtype), kernel[:, :width]) + bias[:width]
+        kv = _dense(x, kernel[:, width:]) + bias[width:]
+        return q, kv[..., :width], kv[..., width:]
+
+
+def _dense(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return dense_dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+
+
 class MultiHeadAttention(nn.Module):
-    """Self-attention with one packed [d, 3d] QKV projection (q, k, v order)."""
+    """Self-attention with one packed [d, 3d] QKV projection (q, k, v order).
+
+    With `query_rows` ([batch] positions), only those rows attend (to every key, or
+    under the causal mask to the keys up to their position): the output is [batch, 1,
+    width], the other rows' queries, attention and output projection are skipped."""
 
     num_heads: int
     causal: bool = False
@@ -143,22 +173,23 @@ class MultiHeadAttention(nn.Module):
     out_proj_init: Initializer = torch_default_kernel
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, query_rows: jax.Array | None = None) -> jax.Array:
         batch, length, width = x.shape
         if width % self.num_heads:
             raise ValueError(f"width {width} is not divisible by {self.num_heads} heads")
         head_dim = width // self.num_heads
-        qkv = nn.Dense(
-            3 * width,
-            dtype=self.dtype,
-            kernel_init=self.in_proj_init,
-            bias_init=nn.initializers.zeros,
-            name="in_proj", dot_general=dense_dot_general,
-        )(x)
-        qkv = qkv.reshape(batch, length, 3, self.num_heads, head_dim)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
-        out = out.reshape(batch, length, width)
+        project = QKVProjection(self.dtype, self.in_proj_init, name="in_proj")
+        if query_rows is None:
+            q, k, v = project(x)
+            mask, causal = None, self.causal
+        else:
+            q, k, v = project(x, x[jnp.arange(batch), query_rows][:, None])
+            mask, causal = None, False
+            if self.causal:  # each query row sees the keys up to its own position
+                mask = (jnp.arange(length)[None, :] <= query_rows[:, None])[:, None, None, :]
+        heads = lambda t: t.reshape(batch, t.shape[1], self.num_heads, head_dim)  # noqa: E731
+        out = jax.nn.dot_product_attention(heads(q), heads(k), heads(v), mask=mask, is_causal=causal)
+        out = out.reshape(batch, q.shape[1], width)
         return nn.Dense(
             width,
             dtype=self.dtype,
@@ -188,7 +219,9 @@ class MLP(nn.Module):
 class ResidualAttentionBlock(nn.Module):
     """Pre-LN block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
 
-    Called as a scan body: takes and returns `(carry, None)`.
+    Called as a scan body: takes and returns `(carry, None)`.  With `pool_rows`
+    ([batch] positions) it returns only those rows' outputs, [batch, width]: the other
+    tokens still serve as keys and values, but their queries and MLP are skipped.
     """
 
     num_heads: int
@@ -200,16 +233,21 @@ class ResidualAttentionBlock(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, _=None) -> tuple[jax.Array, None]:
+    def __call__(self, x: jax.Array, _=None, pool_rows: jax.Array | None = None):
         inits = block_initializers(x.shape[-1], self.layers, self.text_style_init)
-        x = x + MultiHeadAttention(
+        attended = MultiHeadAttention(
             self.num_heads, self.causal, self.dtype,
             in_proj_init=inits["in_proj"], out_proj_init=inits["out_proj"], name="attn",
-        )(LayerNorm(name="ln_1")(x))
+        )(LayerNorm(name="ln_1")(x), pool_rows)
+        if pool_rows is not None:
+            x = x[jnp.arange(x.shape[0]), pool_rows][:, None]
+        x = x + attended
         x = x + MLP(
             self.mlp_dim, self.act, self.dtype,
             fc_init=inits["c_fc"], proj_init=inits["c_proj"], name="mlp",
         )(LayerNorm(name="ln_2")(x))
+        if pool_rows is not None:
+            return x[:, 0]
         return x, None
 
 
@@ -218,6 +256,11 @@ class Transformer(nn.Module):
 
     Scanning compiles one block instead of `layers` copies; `remat` recomputes each
     block's activations in the backward pass instead of storing them.
+
+    Called with `pool_rows` ([batch] positions), it returns only those tokens' outputs,
+    [batch, width], and the last block computes just them (CLIP pools one token per
+    sequence, and in the last block no other token's output reaches it).  That skips
+    about 5/6 of the last block: ~7% of a 12-layer tower's matmuls, exactly.
     """
 
     layers: int
@@ -230,7 +273,9 @@ class Transformer(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, pool_rows: jax.Array | None = None) -> jax.Array:
+        fields = (self.num_heads, self.mlp_dim, self.act, self.causal, self.layers,
+                  self.text_style_init, self.dtype)
         block = ResidualAttentionBlock
         if self.remat:
             block = nn.remat(block, prevent_cse=False)
@@ -239,9 +284,22 @@ class Transformer(nn.Module):
             variable_axes={"params": 0},
             split_rngs={"params": True},
             length=self.layers,
-        )
-        x, _ = stack(
-            self.num_heads, self.mlp_dim, self.act, self.causal, self.layers,
-            self.text_style_init, self.dtype, name="blocks",
-        )(x, None)
-        return x
+        )(*fields, name="blocks")
+        if pool_rows is None or self.is_initializing():
+            # Initialisation always creates all `layers` blocks through nn.scan.
+            x, _ = stack(x, None)
+            return x if pool_rows is None else x[jnp.arange(x.shape[0]), pool_rows]
+        # The same stacked parameters, applied functionally: the first layers - 1
+        # blocks under lax.scan, then the last block on the pooled rows only.
+        params = self.variables["params"]["blocks"]
+        one_block = ResidualAttentionBlock(*fields, parent=None)
+
+        def body(carry, block_params):
+            return one_block.apply({"params": block_params}, carry)
+
+        if self.remat:
+            body = jax.checkpoint(body, prevent_cse=False)
+        head = jax.tree_util.tree_map(lambda p: p[:-1], params)
+        last = jax.tree_util.tree_map(lambda p: p[-1], params)
+        x, _ = jax.lax.scan(body, x, head)
+        return one_block.apply({"params": last}, x, None, pool_rows)

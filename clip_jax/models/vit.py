@@ -25,6 +25,7 @@ class VisionTransformer(nn.Module):
     remat: bool = False
     dtype: Any = jnp.float32
     patch_dropout: float = 0.0  # FLIP: fraction of patches dropped in training
+    full_last_block: bool = False  # True: the last block computes every token (same output)
 
     @nn.compact
     def __call__(self, images: jax.Array, project: bool = True, train: bool = False) -> jax.Array:
@@ -48,8 +49,8 @@ class VisionTransformer(nn.Module):
             self.layers, self.num_heads, self.mlp_dim, self.act,
             causal=False, text_style_init=False, remat=self.remat, dtype=self.dtype,
             name="transformer",
-        )(x)
-        pooled = LayerNorm(name="ln_post")(x[:, 0])
+        )(x, pool_rows=None if self.full_last_block else jnp.zeros((batch,), jnp.int32))
+        pooled = LayerNorm(name="ln_post")(x[:, 0] if self.full_last_block else x)
         if not project:
             return pooled
         proj = self.param("proj", normal(scale), (self.width, self.output_dim))
