@@ -271,6 +271,7 @@ class Transformer(nn.Module):
     text_style_init: bool = False
     remat: bool = False
     dtype: Dtype = jnp.float32
+    full_last_block: bool = False  # True: every token through the last block, then pool
 
     @nn.compact
     def __call__(self, x: jax.Array, pool_rows: jax.Array | None = None) -> jax.Array:
@@ -285,7 +286,7 @@ class Transformer(nn.Module):
             split_rngs={"params": True},
             length=self.layers,
         )(*fields, name="blocks")
-        if pool_rows is None or self.is_initializing():
+        if pool_rows is None or self.full_last_block or self.is_initializing():
             # Initialisation always creates all `layers` blocks through nn.scan.
             x, _ = stack(x, None)
             return x if pool_rows is None else x[jnp.arange(x.shape[0]), pool_rows]

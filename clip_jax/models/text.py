@@ -38,14 +38,11 @@ class TextTransformer(nn.Module):
         embedding = self.param("token_embedding", normal(0.02), (self.vocab_size, self.width))
         positions = self.param("positional_embedding", normal(0.01), (self.context_length, self.width))
         x = (jnp.take(embedding, tokens, axis=0) + positions[:length]).astype(self.dtype)
-        eot_positions = jnp.argmax(tokens, axis=-1)
         x = Transformer(
             self.layers, self.num_heads, 4 * self.width, self.act,
             causal=True, text_style_init=True, remat=self.remat, dtype=self.dtype,
-            name="transformer",
-        )(x, pool_rows=None if self.full_last_block else eot_positions)
-        if self.full_last_block:
-            x = x[jnp.arange(x.shape[0]), eot_positions]
+            full_last_block=self.full_last_block, name="transformer",
+        )(x, pool_rows=jnp.argmax(tokens, axis=-1))
         eot = LayerNorm(name="ln_final")(x)
         proj = self.param("text_projection", normal(self.width**-0.5), (self.width, self.output_dim))
         return eot @ proj.astype(self.dtype)

@@ -48,9 +48,9 @@ class VisionTransformer(nn.Module):
         x = Transformer(
             self.layers, self.num_heads, self.mlp_dim, self.act,
             causal=False, text_style_init=False, remat=self.remat, dtype=self.dtype,
-            name="transformer",
-        )(x, pool_rows=None if self.full_last_block else jnp.zeros((batch,), jnp.int32))
-        pooled = LayerNorm(name="ln_post")(x[:, 0] if self.full_last_block else x)
+            full_last_block=self.full_last_block, name="transformer",
+        )(x, pool_rows=jnp.zeros((batch,), jnp.int32))  # the class token
+        pooled = LayerNorm(name="ln_post")(x)
         if not project:
             return pooled
         proj = self.param("proj", normal(scale), (self.width, self.output_dim))
