@@ -36,6 +36,7 @@ EXTRAS_REQUIRE = {
     "test": [
         "pytest==9.2.0",
         "pytest-xdist==3.8.0",
+        "ruff==0.17.6",  # house rules: pyproject.toml, run by .ci/run
         "hypothesis==6.170.15",
         # torch 2.14.1 / torchvision 0.29.1 are the pair that import together
         # on these machines (the CPU-only 2.13.0 wheel breaks torchvision).

@@ -15,7 +15,6 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 
 import harness  # noqa: E402  (sets the torchvision-before-tensorflow import order)
 
@@ -28,15 +27,15 @@ def main() -> None:
 
     import jax
     import numpy as np
-    from common import base_config
+    from clip_jax.configs import base_config
 
     from clip_jax.flops import train_step_flops
     from clip_jax.sharding import global_batch
-    from clip_jax.trainer import build, make_train_step
+    from clip_jax.trainer import build, jit_train_step
 
     config = base_config()
     config.model, config.batch_size, config.total_steps = args.model, args.batch, 1000
-    config.compute_dtype, config.trim_text = args.dtype, False
+    config.compute_dtype, config.trim_text = args.dtype, "never"
     setup = build(config)
     size = setup.model.config.vision.image_size
     rs = np.random.RandomState(0)
@@ -46,7 +45,7 @@ def main() -> None:
     runners = {}
     for name, model in forms.items():
         holder = {"state": setup.init_state(jax.random.key(0, impl="rbg"))}  # each form its own (donated) state
-        compiled = make_train_step(setup, model).lower(holder["state"], batch).compile()
+        compiled = jit_train_step(setup, model).lower(holder["state"], batch).compile()
 
         def run(compiled=compiled, holder=holder):
             holder["state"], metrics = compiled(holder["state"], batch)

@@ -30,12 +30,11 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
-    from common import base_config
+    from clip_jax.configs import base_config
 
     from clip_jax import losses
     from clip_jax.sharding import batch_sharding, make_mesh
-    from clip_jax.trainer import build, make_train_step
+    from clip_jax.trainer import build, jit_train_step
 
     gib = 2.0**30
     mesh = make_mesh([("data", -1), ("fsdp", 1)])
@@ -46,7 +45,7 @@ def main() -> None:
     print(f"{'loss':<16}{'part':<12}{'temp GiB/device':>18}{'args GiB/device':>18}")
     for name in args.losses.split(","):
         def loss_and_grads(i, t, s):
-            loss = lambda a, b: losses.LOSSES[name](a, b, s, mesh, jnp.float32(-10.0))[0]  # noqa: E731
+            loss = lambda a, b: losses.loss_spec(name)(a, b, s, bias=jnp.float32(-10.0), mesh=mesh)[0]  # noqa: E731
             return jax.value_and_grad(loss, argnums=(0, 1))(i, t)
 
         memory = jax.jit(loss_and_grads).lower(embed, embed, scale).compile().memory_analysis()
@@ -66,7 +65,7 @@ def main() -> None:
             "images": jax.ShapeDtypeStruct((args.batch, size, size, 3), jnp.float32, sharding=batch_sharding(mesh)),
             "tokens": jax.ShapeDtypeStruct((args.batch, 77), jnp.int32, sharding=batch_sharding(mesh)),
         }
-        memory = make_train_step(setup).lower(state, batch).compile().memory_analysis()
+        memory = jit_train_step(setup).lower(state, batch).compile().memory_analysis()
         print(f"{name:<16}{'train step':<12}{memory.temp_size_in_bytes / gib:>18.3f}"
               f"{memory.argument_size_in_bytes / gib:>18.3f}")
 

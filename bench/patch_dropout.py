@@ -24,11 +24,10 @@ def main() -> None:
     import jax
     import numpy as np
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
-    from common import base_config
+    from clip_jax.configs import base_config
 
     from clip_jax.sharding import global_batch
-    from clip_jax.trainer import build, make_train_step
+    from clip_jax.trainer import build, jit_train_step
 
     print(f"{jax.devices()[0].device_kind} x{jax.device_count()}, {args.model}, batch {args.batch}, {args.dtype}")
     baseline = None
@@ -42,7 +41,7 @@ def main() -> None:
         rs = np.random.RandomState(0)
         batch = global_batch({"images": rs.randn(args.batch, size, size, 3).astype(np.float32),
                               "tokens": rs.randint(1, 49406, (args.batch, 77)).astype(np.int32)}, setup.mesh)
-        step = make_train_step(setup).lower(state, batch).compile()
+        step = jit_train_step(setup).lower(state, batch).compile()
         state, metrics = step(state, batch)
         jax.block_until_ready(metrics)
         start = time.perf_counter()

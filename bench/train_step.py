@@ -21,7 +21,6 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
 
 import harness  # noqa: E402  (sets the torchvision-before-tensorflow import order)
 
@@ -29,27 +28,27 @@ import harness  # noqa: E402  (sets the torchvision-before-tensorflow import ord
 def clip_jax_runner(args, captions):
     import jax
     import numpy as np
-    from common import base_config
+    from clip_jax.configs import base_config
 
     from clip_jax.sharding import global_batch
     from clip_jax.flops import train_step_flops
     from clip_jax.models.text import trim_after_eot
-    from clip_jax.trainer import build, make_train_step
+    from clip_jax.trainer import build, jit_train_step
 
     config = base_config()
     config.model, config.batch_size, config.total_steps = args.model, args.batch, 1000
     config.compute_dtype, config.remat, config.loss = args.dtype, args.remat, args.loss
-    config.trim_text = bool(args.trim_text)
+    config.trim_text = "always" if args.trim_text else "never"
     setup = build(config)
     state = setup.init_state(jax.random.key(0, impl="rbg"))
     size = setup.model.config.vision.image_size
     rs = np.random.RandomState(0)
     tokens = captions
-    if config.trim_text:  # as the trainer does (single process)
+    if args.trim_text:  # as the trainer does (single process)
         tokens = trim_after_eot(tokens)
     batch = global_batch({"images": rs.randn(args.batch, size, size, 3).astype(np.float32),
                           "tokens": tokens}, setup.mesh)
-    compiled = make_train_step(setup).lower(state, batch).compile()
+    compiled = jit_train_step(setup).lower(state, batch).compile()
     flops = train_step_flops(setup.model, args.batch, tokens.shape[1])
     holder = {"state": state}
 

@@ -14,6 +14,7 @@ summation order).  ResNets' BatchNorm sees micro-batch statistics, as in open_cl
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -42,63 +43,73 @@ def _merge(x):
     return x.swapaxes(0, 1).reshape((-1,) + x.shape[2:])
 
 
+def _embed(model, params, batch_stats, batch, rng):
+    """Normalised (image, text) embeddings of a batch in training mode, and the updated
+    BatchNorm statistics (ResNets)."""
+    is_resnet = model.config.vision.is_resnet
+    variables = {"params": params, **({"batch_stats": batch_stats} if is_resnet else {})}
+    (image, text, _), updates = model.apply(
+        variables, batch["images"], batch["tokens"], train=True,
+        mutable=["batch_stats"] if is_resnet else [], rngs={"patch_dropout": rng},
+    )
+    return (losses.l2_normalize(image), losses.l2_normalize(text)), updates.get("batch_stats", batch_stats)
+
+
+def _temperature(params) -> dict:
+    return {k: params[k] for k in ("logit_scale", "logit_bias") if k in params}
+
+
+def _loss(loss_fn, mesh, image, text, temperature):
+    scale = jnp.exp(temperature["logit_scale"].astype(jnp.float32))
+    return loss_fn(image, text, scale, bias=temperature.get("logit_bias"), mesh=mesh)
+
+
+def plain_grads(model, loss_fn, mesh, params, batch_stats, batch, rng):
+    """One forward and backward pass over the whole batch."""
+
+    def total(p):
+        (image, text), new_stats = _embed(model, p, batch_stats, batch, rng)
+        loss, metrics = _loss(loss_fn, mesh, image, text, _temperature(p))
+        return loss, (metrics, new_stats)
+
+    (loss, (metrics, new_stats)), grads = jax.value_and_grad(total, has_aux=True)(params)
+    return loss, metrics, new_stats, grads
+
+
+def accumulated_grads(model, loss_fn, mesh, steps, params, batch_stats, batch, rng):
+    """The same loss and gradients through `steps` micro-batches (module docstring)."""
+    micro = _split(batch, steps, mesh)
+    rngs = jax.random.split(rng, steps)  # the same patch masks in both passes
+
+    def embed_only(_, inputs):
+        mb, key = inputs
+        (image, text), _ = _embed(model, jax.lax.stop_gradient(params), batch_stats, mb, key)
+        return None, (image, text)
+
+    _, (images, texts) = jax.lax.scan(embed_only, None, (micro, rngs))
+    (loss, metrics), (image_grad, text_grad, temperature_grad) = jax.value_and_grad(
+        functools.partial(_loss, loss_fn, mesh), argnums=(0, 1, 2), has_aux=True,
+    )(_merge(images), _merge(texts), _temperature(params))
+    cotangents = _split((image_grad, text_grad), steps, mesh)
+
+    def backward(carry, inputs):
+        grads, _ = carry
+        mb, key, cotangent = inputs
+        (_, vjp, new_stats) = jax.vjp(lambda p: _embed(model, p, batch_stats, mb, key), params, has_aux=True)
+        (micro_grads,) = vjp(cotangent)
+        return (jax.tree.map(jnp.add, grads, micro_grads), new_stats), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (grads, new_stats), _ = jax.lax.scan(backward, (zeros, batch_stats), (micro, rngs, cotangents))
+    grads = dict(grads)
+    for key, value in temperature_grad.items():
+        grads[key] = grads[key] + value
+    return loss, metrics, new_stats, grads
+
+
 def make_grad_fn(model, loss_name: str, mesh, accumulation_steps: int = 1) -> Callable:
     """fn(params, batch_stats, batch, rng) -> (loss, metrics, batch_stats, grads)."""
-    is_resnet = model.config.vision.is_resnet
-    loss_impl = losses.LOSSES[loss_name]
-
-    def embed(params, batch_stats, batch, rng):
-        variables = {"params": params, **({"batch_stats": batch_stats} if is_resnet else {})}
-        (image, text, _), updates = model.apply(
-            variables, batch["images"], batch["tokens"], train=True,
-            mutable=["batch_stats"] if is_resnet else [], rngs={"patch_dropout": rng},
-        )
-        return (losses.l2_normalize(image), losses.l2_normalize(text)), updates.get("batch_stats", batch_stats)
-
-    def loss_of(image, text, temperature):
-        scale = jnp.exp(temperature["logit_scale"].astype(jnp.float32))
-        return loss_impl(image, text, scale, mesh, temperature.get("logit_bias"))
-
-    def temperature_of(params):
-        return {k: params[k] for k in ("logit_scale", "logit_bias") if k in params}
-
-    def plain(params, batch_stats, batch, rng):
-        def total(p):
-            (image, text), new_stats = embed(p, batch_stats, batch, rng)
-            loss, metrics = loss_of(image, text, temperature_of(p))
-            return loss, (metrics, new_stats)
-
-        (loss, (metrics, new_stats)), grads = jax.value_and_grad(total, has_aux=True)(params)
-        return loss, metrics, new_stats, grads
-
-    def accumulated(params, batch_stats, batch, rng):
-        steps = accumulation_steps
-        micro = _split(batch, steps, mesh)
-        rngs = jax.random.split(rng, steps)  # the same patch masks in both passes
-
-        def embed_only(_, inputs):
-            mb, key = inputs
-            (image, text), _ = embed(jax.lax.stop_gradient(params), batch_stats, mb, key)
-            return None, (image, text)
-
-        _, (images, texts) = jax.lax.scan(embed_only, None, (micro, rngs))
-        temperature = temperature_of(params)
-        (loss, metrics), (image_grad, text_grad, temperature_grad) = jax.value_and_grad(
-            loss_of, argnums=(0, 1, 2), has_aux=True)(_merge(images), _merge(texts), temperature)
-        cotangents = _split((image_grad, text_grad), steps, mesh)
-
-        def backward(carry, inputs):
-            grads, _ = carry
-            mb, key, cotangent = inputs
-            (_, vjp, new_stats) = jax.vjp(lambda p: embed(p, batch_stats, mb, key), params, has_aux=True)
-            (micro_grads,) = vjp(cotangent)
-            return (jax.tree.map(jnp.add, grads, micro_grads), new_stats), None
-
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        (grads, new_stats), _ = jax.lax.scan(backward, (zeros, batch_stats), (micro, rngs, cotangents))
-        grads = dict(grads)
-        for key, value in temperature_grad.items():
-            grads[key] = grads[key] + value
-        return loss, metrics, new_stats, grads
-
-    return plain if accumulation_steps == 1 else accumulated
+    loss_fn = losses.loss_spec(loss_name)
+    if accumulation_steps == 1:
+        return functools.partial(plain_grads, model, loss_fn, mesh)
+    return functools.partial(accumulated_grads, model, loss_fn, mesh, accumulation_steps)

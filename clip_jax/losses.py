@@ -1,8 +1,9 @@
-"""Contrastive losses, selected by name (`LOSSES`, from `config.loss`).
+"""Contrastive losses, selected by name from one table (`LOSSES`, `config.loss`).
 
-All take L2-normalised image and text embeddings [N, E] (global arrays split over the
-batch axes of `mesh`), the scale exp(t), an optional bias, and return (loss, metrics)
-with in-batch accuracies.
+Each takes L2-normalised image and text embeddings [N, E] (global arrays split over the
+batch axes of a mesh) and the scale exp(t) (plus the bias for the sigmoid losses) and
+returns (loss, metrics) with in-batch accuracies.  A `LossSpec` says how to call one and
+the temperature (and bias) a model trained with it starts from.
 
 * `softmax` (the paper's symmetric InfoNCE): inside `shard_map` each device gathers the
   other modality's embeddings and computes only its own rows (image->text) and columns
@@ -18,12 +19,15 @@ with in-batch accuracies.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+import math
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec as P
 
+from clip_jax.models import LOGIT_SCALE_INIT
 from clip_jax.sharding import BATCH_AXES
 
 
@@ -57,7 +61,7 @@ def softmax_loss_dense(image: jax.Array, text: jax.Array, scale: jax.Array):
     return 0.5 * (loss_i2t + loss_t2i), metrics
 
 
-def softmax_loss_gathered(image: jax.Array, text: jax.Array, scale: jax.Array, mesh: Mesh, bias=None,
+def softmax_loss_gathered(image: jax.Array, text: jax.Array, scale: jax.Array, mesh: Mesh,
                           axes: Sequence[str] = BATCH_AXES):
     """The same loss with local rows against gathered embeddings; image and text are
     global arrays whose batch is split over `axes` of `mesh`."""
@@ -85,14 +89,6 @@ def softmax_loss_gathered(image: jax.Array, text: jax.Array, scale: jax.Array, m
     )
 
 
-def softmax_loss_global(image: jax.Array, text: jax.Array, scale: jax.Array, mesh: Mesh, bias=None):
-    """The plain global-logits form on a mesh (what big_vision does): XLA partitions the
-    full N x N logits, so per-device memory grows with the square of the global batch.
-    Kept as the reference for tests and the memory benchmark, not for training at scale."""
-    del mesh, bias
-    return softmax_loss_dense(image, text, scale)
-
-
 def _ring_scan(step, carry, axes: tuple[str, ...], size: int):
     """Run `step(carry, visiting, source) -> carry` once per device block: the visiting
     (image, text) block moves one device along the ring after each step."""
@@ -118,10 +114,20 @@ def _axis_size(mesh: Mesh, axes: Sequence[str]) -> int:
     return size
 
 
-def softmax_loss_ring(image: jax.Array, text: jax.Array, scale: jax.Array, mesh: Mesh, bias=None,
+def _running_best(logits: jax.Array, source: jax.Array, best: jax.Array, best_index: jax.Array):
+    """Fold one ring block of logits [rows, rows] (candidates of device `source`) into
+    each row's best score and its global candidate index so far (the in-batch accuracy:
+    ties keep the earlier block, as argmax keeps the first maximum)."""
+    rows = logits.shape[1]
+    block_best = jnp.max(logits, axis=1)
+    block_index = source * rows + jnp.argmax(logits, axis=1).astype(jnp.int32)
+    better = block_best > best
+    return jnp.where(better, block_best, best), jnp.where(better, block_index, best_index)
+
+
+def softmax_loss_ring(image: jax.Array, text: jax.Array, scale: jax.Array, mesh: Mesh,
                       axes: Sequence[str] = BATCH_AXES):
     """The symmetric InfoNCE loss, one local x local block per ring step."""
-    del bias
     axes = tuple(axes)
     size = _axis_size(mesh, axes)
 
@@ -144,11 +150,7 @@ def softmax_loss_ring(image: jax.Array, text: jax.Array, scale: jax.Array, mesh:
                 logits = scale_ * mine @ theirs.T  # [rows, rows] block
                 lse = jnp.logaddexp(lse, jax.nn.logsumexp(logits, axis=1))
                 positive = jnp.where(source == me, jnp.diagonal(logits), positive)
-                block_best = jnp.max(logits, axis=1)
-                block_index = source * rows + jnp.argmax(logits, axis=1).astype(jnp.int32)
-                better = block_best > best
-                updated.append((lse, positive, jnp.where(better, block_best, best),
-                                jnp.where(better, block_index, best_index)))
+                updated.append((lse, positive, *_running_best(logits, source, best, best_index)))
             return tuple(updated)
 
         carry = _ring_scan(step, (init, (image_local, text_local)), axes, size)
@@ -166,9 +168,8 @@ def softmax_loss_ring(image: jax.Array, text: jax.Array, scale: jax.Array, mesh:
     return jax.shard_map(local, mesh=mesh, in_specs=(batch, batch, P()), out_specs=(P(), P()))(image, text, scale)
 
 
-def sigmoid_loss_dense(image: jax.Array, text: jax.Array, scale: jax.Array, mesh: Mesh = None, bias=0.0):
+def sigmoid_loss_dense(image: jax.Array, text: jax.Array, scale: jax.Array, bias=0.0):
     """SigLIP: -sum over all pairs of log sigmoid(+-(scale * x.y + bias)), / N."""
-    del mesh
     logits = scale * image @ text.T + bias
     n = image.shape[0]
     signs = 2.0 * jnp.eye(n) - 1.0
@@ -189,22 +190,16 @@ def sigmoid_loss_ring(image: jax.Array, text: jax.Array, scale: jax.Array, mesh:
         me = jax.lax.axis_index(axes)
         eye = jnp.eye(rows)
 
-        def best_of(logits, source, best, best_index):
-            block_best = jnp.max(logits, axis=1)
-            better = block_best > best
-            index = source * rows + jnp.argmax(logits, axis=1).astype(jnp.int32)
-            return jnp.where(better, block_best, best), jnp.where(better, index, best_index)
-
         def step(carry, visiting, source):
             loss, best_i, index_i, best_t, index_t = carry
             visiting_image, visiting_text = visiting
             logits = scale_ * image_local @ visiting_text.T + bias_
             signs = jnp.where(source == me, 2.0 * eye - 1.0, -1.0)
             loss = loss - jnp.sum(jax.nn.log_sigmoid(signs * logits))
-            best_i, index_i = best_of(logits, source, best_i, index_i)
+            best_i, index_i = _running_best(logits, source, best_i, index_i)
             # Text->image accuracy (a metric only): the columns, without gradients.
             columns = jax.lax.stop_gradient(scale_ * text_local @ visiting_image.T)
-            best_t, index_t = best_of(columns, source, best_t, index_t)
+            best_t, index_t = _running_best(columns, source, best_t, index_t)
             return loss, best_i, index_i, best_t, index_t
 
         neg_inf = jnp.full((rows,), -jnp.inf, jnp.float32)
@@ -224,12 +219,58 @@ def sigmoid_loss_ring(image: jax.Array, text: jax.Array, scale: jax.Array, mesh:
         image, text, scale, bias)
 
 
-# config.loss -> fn(image, text, scale, mesh, bias) -> (loss, metrics); embeddings normalised.
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+    """One training loss: its function, how it is called, and the temperature (log
+    space) and logit bias a model trained with it starts from."""
+
+    fn: Callable
+    on_mesh: bool  # fn takes `mesh` (the shard_map forms)
+    sigmoid: bool  # fn takes `bias`; the model gets a learnable logit bias
+    logit_scale_init: float
+    logit_bias_init: float | None = None
+
+    def __call__(self, image, text, scale, bias=None, mesh: Mesh | None = None):
+        options = {}
+        if self.on_mesh:
+            options["mesh"] = mesh
+        if self.sigmoid:
+            options["bias"] = 0.0 if bias is None else bias
+        return self.fn(image, text, scale, **options)
+
+
+_SIGLIP_SCALE, _SIGLIP_BIAS = math.log(10.0), -10.0  # SigLIP's initial temperature and bias
+# config.loss -> its spec.  "softmax_global" and "sigmoid_dense" are the plain N x N forms
+# (XLA partitions the full logits: per-device memory grows with the global batch squared),
+# kept as references for tests and the memory benchmark, not for training at scale.
 LOSSES = {
-    "softmax": softmax_loss_gathered,
-    "softmax_ring": softmax_loss_ring,
-    "softmax_global": softmax_loss_global,
-    "sigmoid": sigmoid_loss_ring,
-    "sigmoid_dense": sigmoid_loss_dense,
+    "softmax": LossSpec(softmax_loss_gathered, on_mesh=True, sigmoid=False, logit_scale_init=LOGIT_SCALE_INIT),
+    "softmax_ring": LossSpec(softmax_loss_ring, on_mesh=True, sigmoid=False, logit_scale_init=LOGIT_SCALE_INIT),
+    "softmax_global": LossSpec(softmax_loss_dense, on_mesh=False, sigmoid=False, logit_scale_init=LOGIT_SCALE_INIT),
+    "sigmoid": LossSpec(sigmoid_loss_ring, on_mesh=True, sigmoid=True, logit_scale_init=_SIGLIP_SCALE,
+                        logit_bias_init=_SIGLIP_BIAS),
+    "sigmoid_dense": LossSpec(sigmoid_loss_dense, on_mesh=False, sigmoid=True, logit_scale_init=_SIGLIP_SCALE,
+                              logit_bias_init=_SIGLIP_BIAS),
 }
-SIGMOID_LOSSES = ("sigmoid", "sigmoid_dense")
+
+
+def loss_spec(name: str) -> LossSpec:
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise ValueError(f"loss {name!r} unknown; valid: {sorted(LOSSES)}") from None
+
+
+def temperature_init(loss: str, logit_scale_init: float | None = None,
+                     logit_bias_init: float | None = None) -> dict:
+    """`create_model`'s logit_scale_init and logit_bias_init for training with `loss`:
+    the loss's defaults (OpenAI's 1/0.07 and no bias for softmax, SigLIP's 10 and -10 for
+    sigmoid) unless given.  A bias given to a loss without one is an error."""
+    spec = loss_spec(loss)
+    if logit_bias_init is not None and not spec.sigmoid:
+        sigmoid = ", ".join(name for name, s in LOSSES.items() if s.sigmoid)
+        raise ValueError(f"logit_bias_init={logit_bias_init} is set, but loss {loss!r} has no logit bias; "
+                         f"unset it, or use a sigmoid loss ({sigmoid})")
+    scale = spec.logit_scale_init if logit_scale_init is None else logit_scale_init
+    bias = (spec.logit_bias_init if logit_bias_init is None else logit_bias_init) if spec.sigmoid else None
+    return {"logit_scale_init": scale, "logit_bias_init": bias}

@@ -23,7 +23,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
-DEFAULT_RULES = (("logit_scale", "replicate"), (".*", "fsdp"))
+# The temperature and bias are scalars; everything else is split where it is large enough.
+DEFAULT_RULES = (("logit_scale|logit_bias", "replicate"), (".*", "fsdp"))
 RULES = ("replicate", "fsdp")
 MIN_FSDP_SIZE = 2**14
 

@@ -1,21 +1,19 @@
-"""The one CLIP trainer: sharded state, a jitted train step, and the loop around it.
+"""The one CLIP trainer: sharded state, a pure train step, and the loop around it.
 
 Flow: config -> mesh and model -> abstract state -> shardings from regex rules ->
-state created (or restored) already sharded under jit -> for each step: a host-local
-batch from the data iterator becomes a global array, the donated state is updated ->
-metrics, checkpoints (with the data position) and a save on SIGTERM.
-
-Losses are pluggable by name (`config.loss`); everything else is shared.
+state created (or restored) already sharded under jit -> for each step: the next global
+batch (already on the devices, see prefetch.py) goes through the compiled step, which
+updates the donated state -> metrics, checkpoints (with the data position), evaluations,
+and a save on SIGTERM.  The loop's small parts (when to act, throughput, compiled-step
+cache, SIGTERM flag) are in loop.py; losses are pluggable by name (losses.LOSSES).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import logging
 import math
-import queue
-import signal
-import threading
-import time
 from typing import Any, Callable, Iterator
 
 import flax
@@ -25,19 +23,17 @@ import ml_collections
 import numpy as np
 
 from clip_jax import losses
-from clip_jax.checkpoints import Checkpointer, abstract_with_shardings, meta_for
 from clip_jax.flops import train_step_flops
 from clip_jax.gradients import make_grad_fn
+from clip_jax.loop import CompiledSteps, Throughput, itstime, sigterm_flag
 from clip_jax.metrics import MetricsWriter, peak_flops_per_device
-from clip_jax.models import LOGIT_SCALE_INIT, LOGIT_SCALE_MAX, create_model
+from clip_jax.models import LOGIT_SCALE_MAX, create_model
 from clip_jax.optim import make_optimizer
-from clip_jax.sharding import (
-    batch_devices,
-    global_batch,
-    make_mesh,
-    replicated,
-    tree_shardings,
-)
+from clip_jax.prefetch import Prefetcher
+from clip_jax.sharding import batch_devices, make_mesh, replicated, tree_shardings
+from clip_jax.train_checkpoints import Checkpointer, abstract_with_shardings, meta_for
+
+TRIM_TEXT = ("auto", "always", "never")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -54,6 +50,19 @@ class TrainState:
     first_nonfinite_step: jax.Array  # -1 until the first such step
 
 
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """Everything the train step depends on besides (state, batch); static under jit."""
+
+    model: Any
+    optimizer: Any  # an optax GradientTransformation
+    lr_schedule: Callable[[Any], Any]
+    loss: str  # a name in losses.LOSSES
+    mesh: Any
+    seed: int
+    accumulation_steps: int = 1
+
+
 @dataclasses.dataclass
 class Setup:
     """Everything derived from the config before any array exists."""
@@ -61,14 +70,26 @@ class Setup:
     config: ml_collections.ConfigDict
     model: Any
     mesh: Any
-    optimizer: Any
-    lr_schedule: Callable
+    step_options: StepOptions
     total_steps: int
     abstract_state: TrainState
     state_shardings: TrainState
     local_batch_size: int
     meta: dict
-    init_state: Callable | None = None  # rng -> TrainState, jitted with the state shardings
+    init_state: Callable  # rng -> TrainState, jitted with the state shardings
+
+    def model_at(self, step: int):
+        """The model step `step` trains: FLIP's final `patch_dropout_unmasked_steps` run
+        the same parameters with every patch kept."""
+        unmasked_from = self.total_steps - self.config.get("patch_dropout_unmasked_steps", 0) + 1
+        if not self.model.patch_dropout or step < unmasked_from:
+            return self.model
+        if self._unmasked is None:
+            self._unmasked = self.model.clone(patch_dropout=0.0)
+            logging.info("patch dropout off from step %d", step)
+        return self._unmasked
+
+    _unmasked: Any = dataclasses.field(default=None, repr=False)
 
 
 def total_steps_of(config) -> int:
@@ -110,8 +131,9 @@ def validate(config, devices: int, processes: int) -> None:
             f"accumulation_steps {steps} must be >= 1 and divide the global batch {config.batch_size} into "
             f"micro-batches divisible by the {devices} devices"
         )
-    if config.loss not in losses.LOSSES:
-        raise ValueError(f"loss {config.loss!r} unknown; valid: {sorted(losses.LOSSES)}")
+    losses.temperature_init(config.loss, config.get("logit_scale_init"), config.get("logit_bias_init"))
+    if config.get("trim_text", "auto") not in TRIM_TEXT:
+        raise ValueError(f"trim_text {config.trim_text!r} unknown; valid: {', '.join(TRIM_TEXT)}")
     if config.get("evals"):
         from clip_jax.evaluation.runner import validate as validate_evals
 
@@ -120,24 +142,14 @@ def validate(config, devices: int, processes: int) -> None:
         raise ValueError(f"on_nonfinite {config.on_nonfinite!r} unknown; valid: 'stop', 'skip'")
 
 
-def _temperature_options(config) -> dict:
-    """Initial temperature and bias: OpenAI's 1/0.07 and no bias for softmax losses,
-    SigLIP's 10 and -10 for sigmoid losses, unless the config sets them."""
-    sigmoid = config.loss in losses.SIGMOID_LOSSES
-    scale = config.get("logit_scale_init", None)
-    bias = config.get("logit_bias_init", None)
-    options = {"logit_scale_init": scale if scale is not None else (math.log(10.0) if sigmoid else LOGIT_SCALE_INIT)}
-    if sigmoid:
-        options["logit_bias_init"] = bias if bias is not None else -10.0
-    return options
-
-
 def build(config: ml_collections.ConfigDict) -> Setup:
     mesh = make_mesh([tuple(axis) for axis in config.mesh])
     validate(config, batch_devices(mesh), jax.process_count())
     model = create_model(config.model, dtype=config.get("compute_dtype", "float32"),
                          remat=config.get("remat", False), patch_dropout=config.get("patch_dropout", 0.0),
-                         **_temperature_options(config))
+                         attention=config.get("attention", "auto"),
+                         **losses.temperature_init(config.loss, config.get("logit_scale_init"),
+                                                   config.get("logit_bias_init")))
     if model.patch_dropout and model.config.vision.is_resnet:
         raise ValueError(f"patch_dropout={model.patch_dropout} needs a ViT; {config.model} is a ResNet")
     steps = total_steps_of(config)
@@ -161,100 +173,53 @@ def build(config: ml_collections.ConfigDict) -> Setup:
 
     abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0))
     shardings = tree_shardings(abstract, mesh, [tuple(r) for r in config.sharding_rules])
-    meta = meta_for(config.model, model.config)
-    return Setup(config, model, mesh, optimizer, lr, steps, abstract, shardings,
-                 config.batch_size // jax.process_count(), meta,
-                 init_state=jax.jit(init_state, out_shardings=shardings))
+    options = StepOptions(model, optimizer, lr, config.loss, mesh, config.seed, config.get("accumulation_steps", 1))
+    return Setup(config, model, mesh, options, steps, abstract, shardings, config.batch_size // jax.process_count(),
+                 meta_for(config.model, model.config), init_state=jax.jit(init_state, out_shardings=shardings))
 
 
-def make_train_step(setup: Setup, model=None):
-    """The jitted step; `model` defaults to the configured one (the unmasked tuning
-    phase of patch dropout passes a copy without it)."""
-    config, mesh = setup.config, setup.mesh
-    model = model or setup.model
-    grad_fn = make_grad_fn(model, config.loss, mesh, config.get("accumulation_steps", 1))
+def train_step(state: TrainState, batch: dict, options: StepOptions) -> tuple[TrainState, dict]:
+    """One optimizer step on a global batch: a pure function of (state, batch).
 
-    def step_fn(state: TrainState, batch):
-        rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), state.step)  # same on resume
-        loss, metrics, batch_stats, grads = grad_fn(state.params, state.batch_stats, batch, rng)
-        updates, opt_state = setup.optimizer.update(grads, state.opt_state, state.params)
-        params = flax.core.unfreeze(jax.tree.map(lambda p, u: p + u, state.params, updates))
-        # The paper's cap: the logits are never scaled by more than 100.
-        params["logit_scale"] = jnp.clip(params["logit_scale"], 0.0, LOGIT_SCALE_MAX)
-        grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(grads)))
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
-        new_state = TrainState(
-            step=state.step + 1,
-            # A non-finite update is never applied: in "stop" mode the host raises at the
-            # next check, in "skip" mode training goes on from the last finite state.
-            params=keep(params, state.params),
-            batch_stats=keep(batch_stats, state.batch_stats),
-            opt_state=keep(opt_state, state.opt_state),
-            nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32),
-            first_nonfinite_step=jnp.where((state.first_nonfinite_step < 0) & ~finite,
-                                           state.step + 1, state.first_nonfinite_step),
-        )
-        metrics = {
-            **metrics,
-            "loss": loss,
-            "grad_norm": grad_norm,
-            "logit_scale": jnp.exp(new_state.params["logit_scale"]),
-            **({"logit_bias": new_state.params["logit_bias"]} if "logit_bias" in new_state.params else {}),
-            "lr": setup.lr_schedule(state.step),
-            "nonfinite_updates": new_state.nonfinite_count,
-        }
-        return new_state, metrics
-
-    return jax.jit(step_fn, in_shardings=(setup.state_shardings, None),
-                   out_shardings=(setup.state_shardings, replicated(mesh)), donate_argnums=(0,))
+    A non-finite loss or gradient norm never updates the state: it is counted, and the
+    first such step recorded (the loop then stops or goes on, by `on_nonfinite`)."""
+    grad_fn = make_grad_fn(options.model, options.loss, options.mesh, options.accumulation_steps)
+    rng = jax.random.fold_in(jax.random.PRNGKey(options.seed), state.step)  # the same on resume
+    loss, metrics, batch_stats, grads = grad_fn(state.params, state.batch_stats, batch, rng)
+    updates, opt_state = options.optimizer.update(grads, state.opt_state, state.params)
+    params = flax.core.unfreeze(jax.tree.map(lambda p, u: p + u, state.params, updates))
+    # The paper's cap: the logits are never scaled by more than 100.
+    params["logit_scale"] = jnp.clip(params["logit_scale"], 0.0, LOGIT_SCALE_MAX)
+    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(grads)))
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    new_state = TrainState(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        batch_stats=keep(batch_stats, state.batch_stats),
+        opt_state=keep(opt_state, state.opt_state),
+        nonfinite_count=state.nonfinite_count + (~finite).astype(jnp.int32),
+        first_nonfinite_step=jnp.where((state.first_nonfinite_step < 0) & ~finite,
+                                       state.step + 1, state.first_nonfinite_step),
+    )
+    metrics = {
+        **metrics,
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "logit_scale": jnp.exp(new_state.params["logit_scale"]),
+        **({"logit_bias": new_state.params["logit_bias"]} if "logit_bias" in new_state.params else {}),
+        "lr": options.lr_schedule(state.step),
+        "nonfinite_updates": new_state.nonfinite_count,
+    }
+    return new_state, metrics
 
 
-class Prefetcher:
-    """Reads host batches ahead on a thread and turns them into global arrays.
-
-    Each item carries the iterator position *after* its batch, so the checkpointed
-    position is that of the batches actually consumed, not of those read ahead.
-    """
-
-    def __init__(self, iterator, mesh, depth: int = 2, transform: Callable[[dict], dict] | None = None):
-        self._iterator = iterator
-        self._mesh = mesh
-        self._transform = transform or (lambda batch: batch)
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        try:
-            while not self._stop.is_set():
-                batch = next(self._iterator)
-                position = self._iterator.get_state()
-                item = (global_batch(self._transform(batch), self._mesh), position)
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer
-            self._queue.put(error)
-
-    def next(self):
-        item = self._queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def close(self):
-        self._stop.set()
-        while self._thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                pass
-            self._thread.join(timeout=0.1)
+def jit_train_step(setup: Setup, model=None):
+    """`train_step` for `model` (default: the configured one) jitted with the state's
+    shardings, donating the old state."""
+    options = dataclasses.replace(setup.step_options, model=model or setup.model)
+    return jax.jit(functools.partial(train_step, options=options), in_shardings=(setup.state_shardings, None),
+                   out_shardings=(setup.state_shardings, replicated(setup.mesh)), donate_argnums=(0,))
 
 
 def default_data(setup: Setup, seed: int):
@@ -274,7 +239,7 @@ def default_data(setup: Setup, seed: int):
     )
 
 
-def _initial_state(setup: Setup, checkpointer: Checkpointer):
+def initial_state(setup: Setup, checkpointer: Checkpointer):
     """(state, data position or None, start step): resumed, fine-tuned or fresh."""
     config = setup.config
     latest = checkpointer.latest_step()
@@ -300,145 +265,106 @@ def _initial_state(setup: Setup, checkpointer: Checkpointer):
     return state, None
 
 
+class Saver:
+    """The one save path: a step is saved at most once, and never with a non-finite
+    update pending in "stop" mode (then NonFiniteLossError names the last good step)."""
+
+    def __init__(self, checkpointer: Checkpointer, meta: dict, on_nonfinite: str):
+        self.checkpointer, self.meta, self.on_nonfinite = checkpointer, meta, on_nonfinite
+        self.last_saved = checkpointer.latest_step()
+
+    def check_finite(self, state: TrainState) -> None:
+        first_bad = int(state.first_nonfinite_step)
+        if first_bad >= 0 and self.on_nonfinite == "stop":
+            raise NonFiniteLossError(
+                f"loss or gradients became NaN/Inf at step {first_bad}; the update was not applied. "
+                f"Last good checkpoint: step {self.last_saved}. Set on_nonfinite='skip' to skip such updates.")
+
+    def save(self, step: int, state: TrainState, position) -> None:
+        if step != self.last_saved:
+            self.check_finite(state)
+            self.checkpointer.save(step, state, position, self.meta, force=True)
+            self.last_saved = step
+
+
 def train(config: ml_collections.ConfigDict, workdir: str,
           data_fn: Callable[[Setup, int], Iterator] | None = None) -> TrainState:
     """Train until config's length, resuming from `workdir` if it holds a checkpoint."""
     setup = build(config)
-    checkpointer = Checkpointer(f"{workdir}/checkpoints", keep=config.keep_checkpoints,
-                                asynchronous=config.get("async_checkpoints", True))
-    state, position = _initial_state(setup, checkpointer)
-    iterator = (data_fn or default_data)(setup, config.seed)
-    if position is not None:
-        iterator.set_state(position)
-    step_model = setup.model
-    train_step = make_train_step(setup)
-    unmasked_from = setup.total_steps - config.get("patch_dropout_unmasked_steps", 0) + 1
-    if not setup.model.patch_dropout:
-        unmasked_from = setup.total_steps + 1
-    writer = MetricsWriter(workdir, setup.total_steps, enabled=jax.process_index() == 0)
-    stop_requested = threading.Event()
-    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop_requested.set()) \
-        if threading.current_thread() is threading.main_thread() else None
-
-    start_step = int(state.step)
-    peak = peak_flops_per_device(config.get("peak_flops", 0.0))
-    # (compiled step, model FLOPs per device) by text length: trimming gives a few shapes.
-    compiled_steps: dict[int, tuple[Any, float]] = {}
-    prefetcher = Prefetcher(iterator, setup.mesh, transform=_text_trimmer(config, setup.mesh))
-    last_good_checkpoint = checkpointer.latest_step()
-    data_wait = 0.0
-    window_start, window_steps = time.perf_counter(), 0
-    try:
-        for step in range(start_step + 1, setup.total_steps + 1):
-            t0 = time.perf_counter()
-            batch, position = prefetcher.next()
-            t1 = time.perf_counter()
-            if step == unmasked_from or (not compiled_steps and step > unmasked_from):
-                # FLIP's final phase: the same parameters, every patch kept.
-                step_model = setup.model.clone(patch_dropout=0.0)
-                train_step = make_train_step(setup, step_model)
-                compiled_steps = {}
-                logging.info("patch dropout off from step %d", step)
-            text_length = batch["tokens"].shape[1]
-            if text_length not in compiled_steps:
-                compile_start = time.perf_counter()
-                compiled_steps[text_length] = (
-                    train_step.lower(state, batch).compile(),
-                    train_step_flops(step_model, config.batch_size, text_length) / jax.device_count(),
-                )
-                logging.info("compiled the train step for %d text positions in %.1fs",
-                             text_length, time.perf_counter() - compile_start)
-                window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
-            compiled_step, flops_per_step = compiled_steps[text_length]
+    with contextlib.ExitStack() as stack:
+        checkpointer = stack.enter_context(contextlib.closing(Checkpointer.for_workdir(
+            workdir, keep=config.keep_checkpoints, asynchronous=config.get("async_checkpoints", True))))
+        state, position = initial_state(setup, checkpointer)
+        iterator = (data_fn or default_data)(setup, config.seed)
+        if position is not None:
+            iterator.set_state(position)
+        stack.callback(getattr(iterator, "close", lambda: None))  # release tf.data's readers
+        batches = stack.enter_context(contextlib.closing(
+            Prefetcher(iterator, setup.mesh, transform=text_trimmer(config, setup.mesh))))
+        writer = stack.enter_context(contextlib.closing(
+            MetricsWriter(workdir, setup.total_steps, enabled=jax.process_index() == 0)))
+        stop = stack.enter_context(sigterm_flag())
+        saver = Saver(checkpointer, setup.meta, config.on_nonfinite)
+        steps = CompiledSteps(functools.partial(jit_train_step, setup),
+                              lambda model, length: train_step_flops(model, config.batch_size, length)
+                              / jax.device_count())
+        meter = Throughput(config.batch_size, jax.device_count(), peak_flops_per_device(config.peak_flops))
+        first = int(state.step) + 1
+        for step in range(first, setup.total_steps + 1):
+            with meter.waiting_for_data():
+                batch, position = batches.next()
+            compiled_step, flops = steps.get(setup.model_at(step), state, batch, on_compile=meter.reset)
             state, metrics = compiled_step(state, batch)
-            window_steps += 1
-            data_wait += t1 - t0
-            is_last = step == setup.total_steps
-            log_now = step % config.log_every == 0 or is_last or step == start_step + 1
-            save_now = step % config.checkpoint_every == 0 or is_last or stop_requested.is_set()
-            if log_now or save_now:
-                metrics = jax.device_get(metrics)
-                _check_finite(state, config, last_good_checkpoint)
-                elapsed = time.perf_counter() - window_start
-                compute = elapsed - data_wait
-                if log_now:
-                    examples = window_steps * config.batch_size
-                    step_time = elapsed / window_steps
-                    metrics.update(
-                        examples_per_s=examples / elapsed,
-                        examples_per_s_per_device=examples / elapsed / jax.device_count(),
-                        data_wait_s=data_wait / window_steps,
-                        compute_s=compute / window_steps,
-                        step_time_s=step_time,
-                    )
-                    if peak and flops_per_step:
-                        metrics["mfu"] = flops_per_step / step_time / peak
-                    metrics.update(_data_stats(iterator))
-                    writer.write(step, metrics)
-                    window_start, window_steps, data_wait = time.perf_counter(), 0, 0.0
-                if save_now:
-                    checkpointer.save(step, state, position, setup.meta, force=True)
-                    last_good_checkpoint = step
-            if config.get("evals") and (step % config.eval_every == 0 or is_last):
-                results = _evaluate(setup, state)
-                writer.write(step, results)
-                logging.info("step %d evaluation: %s", step, results)
-            if stop_requested.is_set():  # SIGTERM may arrive at any point of the step
-                if last_good_checkpoint != step:
-                    _check_finite(state, config, last_good_checkpoint)
-                    checkpointer.save(step, state, position, setup.meta, force=True)
+            meter.count(flops)
+            last = step == setup.total_steps
+            if itstime(step, config.log_every, last) or step == first:
+                saver.check_finite(state)
+                writer.write(step, {**jax.device_get(metrics), **meter.read(), **data_stats(iterator)})
+            if itstime(step, config.checkpoint_every, last) or stop.is_set():
+                saver.save(step, state, position)
+            if config.get("evals") and itstime(step, config.eval_every, last):
+                writer.write(step, evaluate(setup, state))
+            if stop.is_set():  # SIGTERM may arrive at any point of the step
+                saver.save(step, state, position)
                 logging.warning("SIGTERM: saved step %d, exiting", step)
                 break
-    finally:
-        prefetcher.close()
-        if hasattr(iterator, "close"):  # release tf.data's Python readers before exit
-            iterator.close()
-        checkpointer.close()
-        writer.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
     return state
 
 
-def _text_trimmer(config, mesh) -> Callable[[dict], dict] | None:
+def text_trimmer(config, mesh) -> Callable[[dict], dict] | None:
     """Cut each batch's tokens after its last EOT (`trim_after_eot`: the same loss and
-    gradients, less text-tower work), where that is safe to do."""
-    if not config.get("trim_text", True) or not _trimming_is_safe(mesh):
+    gradients, less text-tower work): always, never, or ("auto") where that is safe."""
+    mode = config.get("trim_text", "auto")
+    if mode == "never" or (mode == "auto" and not trimming_is_safe(mesh)):
         return None
     from clip_jax.models.text import trim_after_eot
 
     return lambda batch: {**batch, "tokens": trim_after_eot(batch["tokens"])}
 
 
-def _trimming_is_safe(mesh) -> bool:
+def trimming_is_safe(mesh) -> bool:
     """One process (hosts would have to agree on the length of their slices), and not
     several simulated CPU devices: there XLA's CPU runtime deadlocked in a collective
-    rendezvous with the trimmed step (configs/demo.py on a 4 x 2 data x fsdp mesh of
-    8 host devices, 3 of 3 runs; the same run untrimmed passes)."""
+    rendezvous with the trimmed step (configs/demo.py on a 4 x 2 data x fsdp mesh of 8
+    host devices; the same run untrimmed passes; bench/RESULTS.md)."""
     if jax.process_count() > 1:
         return False
     return mesh.devices.size == 1 or mesh.devices.flat[0].platform != "cpu"
 
 
-def _evaluate(setup: Setup, state: TrainState) -> dict:
+def evaluate(setup: Setup, state: TrainState) -> dict:
     from clip_jax.evaluation.runner import run_evals
 
     variables = {"params": state.params}
     if setup.model.config.vision.is_resnet:
         variables["batch_stats"] = state.batch_stats
-    return run_evals(setup.model, variables, setup.config.evals)
+    results = run_evals(setup.model, variables, setup.config.evals)
+    logging.info("step %d evaluation: %s", int(state.step), results)
+    return results
 
 
-def _check_finite(state: TrainState, config, last_good_checkpoint) -> None:
-    first_bad = int(state.first_nonfinite_step)
-    if first_bad >= 0 and config.on_nonfinite == "stop":
-        raise NonFiniteLossError(
-            f"loss or gradients became NaN/Inf at step {first_bad}; the update was not applied. "
-            f"Last good checkpoint: step {last_good_checkpoint}. Set on_nonfinite='skip' to skip such updates."
-        )
-
-
-def _data_stats(iterator) -> dict:
+def data_stats(iterator) -> dict:
+    """The data iterator's counters (examples read, faults skipped), as data/... metrics."""
     stats = getattr(iterator, "stats", None)
     if stats is None:
         return {}

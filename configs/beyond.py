@@ -9,12 +9,7 @@
 Append ",runlocal" (e.g. `beyond.py:siglip,runlocal`) for a 3-step CPU smoke run on demo data
 with the tiny model.  Data: set --config.data.train.
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-
-from common import paper_config  # noqa: E402
+from clip_jax.configs import paper_config
 
 VARIANTS = ("ring", "siglip", "accum", "flip", "lit")
 

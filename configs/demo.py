@@ -8,13 +8,9 @@ left"; four colour+shape pairs are held out of training.  The final evaluation a
 the model to pick, among all 18 "a {colour} {shape}" prompts, the right one for images
 of the held-out pairs only (chance: 1/18 = 5.6%).
 """
-import os
-import sys
+import ml_collections
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import ml_collections  # noqa: E402
-from common import base_config  # noqa: E402
+from clip_jax.configs import base_config
 
 
 def get_config(arg=None):

@@ -5,12 +5,7 @@
 
 Smoke run on CPU: python train.py --config configs/vit_l14.py:runlocal --workdir /tmp/vit_l14
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-
-from common import paper_config  # noqa: E402
+from clip_jax.configs import paper_config
 
 
 def get_config(arg=None):

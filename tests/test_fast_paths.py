@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clip_jax.models.layers import dense_dot_general
+from clip_jax.models.kernels import cpu_dense_dot_general
 from clip_jax.models.vit import PatchEmbedding
 
 DENSE = (((2,), (0,)), ((), ()))
@@ -21,20 +21,20 @@ def test_dense_dot_general_gradients_equal_plain(dtype, tol):
     def loss(dot):
         return lambda x, w: jnp.sum(jnp.tanh(dot(x, w, DENSE).astype(jnp.float32)) * probe)
 
-    fast = jax.jit(jax.value_and_grad(loss(dense_dot_general), argnums=(0, 1)))(x, w)
+    fast = jax.jit(jax.value_and_grad(loss(cpu_dense_dot_general), argnums=(0, 1)))(x, w)
     plain = jax.jit(jax.value_and_grad(loss(jax.lax.dot_general), argnums=(0, 1)))(x, w)
     for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain)):
         assert a.dtype == b.dtype
         np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=tol, atol=tol)
     # The CPU path really is the custom one (an optimisation barrier in the backward).
-    jaxpr = str(jax.make_jaxpr(jax.grad(loss(dense_dot_general), argnums=1))(x, w))
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss(cpu_dense_dot_general), argnums=1))(x, w))
     assert "optimization_barrier" in jaxpr
 
 
 def test_dense_dot_general_other_forms_are_plain():
     x, w = jnp.ones((2, 3, 4)), jnp.ones((2, 4, 5))
     batched = (((2,), (1,)), ((0,), (0,)))
-    np.testing.assert_array_equal(dense_dot_general(x, w, batched), jax.lax.dot_general(x, w, batched))
+    np.testing.assert_array_equal(cpu_dense_dot_general(x, w, batched), jax.lax.dot_general(x, w, batched))
 
 
 @pytest.mark.parametrize("patch, size", [(8, 32), (14, 28), (16, 48)])

@@ -37,7 +37,8 @@ def test_ring_equals_dense(kind, mesh_axes):
     scale, bias = jnp.float32(12.0), jnp.float32(-3.0)
     dense_fn = {"softmax": lambda i, t, s, b: softmax_loss_dense(i, t, s),
                 "sigmoid": lambda i, t, s, b: sigmoid_loss_dense(i, t, s, bias=b)}[kind]
-    ring_fn = {"softmax": softmax_loss_ring, "sigmoid": sigmoid_loss_ring}[kind]
+    ring_fn = {"softmax": lambda i, t, s, m, b: softmax_loss_ring(i, t, s, m),
+               "sigmoid": lambda i, t, s, m, b: sigmoid_loss_ring(i, t, s, m, bias=b)}[kind]
 
     def dense(i, t, s, b):
         return dense_fn(l2_normalize(i), l2_normalize(t), s, b)

@@ -62,8 +62,7 @@ def synthetic_data(setup, seed):
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
     import sys, os
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
-    from common import base_config
+    from clip_jax.configs import base_config
 
     config = base_config()
     config.model = "tiny-vit"

@@ -108,41 +108,6 @@ def _read_state_dict_file(path: str) -> dict[str, np.ndarray]:
     raise CheckpointFormatError(_describe_unreadable(path))
 
 
-def _training_step_dir(path: str) -> str | None:
-    """The newest complete step directory of a training workdir, its checkpoints/
-    folder, or a step directory itself; None if `path` is none of these."""
-    candidates = [path, os.path.join(path, "checkpoints")]
-    for folder in candidates:
-        if os.path.isdir(os.path.join(folder, "state")) and os.path.isdir(os.path.join(folder, "meta")):
-            return folder
-        if os.path.isdir(folder):
-            steps = sorted((int(n) for n in os.listdir(folder) if n.isdigit()
-                            and os.path.isdir(os.path.join(folder, n, "state"))), reverse=True)
-            if steps:
-                return os.path.join(folder, str(steps[0]))
-    return None
-
-
-def _read_training_checkpoint(step_dir: str) -> tuple[CLIPConfig, dict]:
-    """Parameters (and BatchNorm statistics) of a clip_jax training checkpoint, without
-    the optimizer state."""
-    import jax
-    import orbax.checkpoint as ocp
-
-    with open(os.path.join(step_dir, "meta", "metadata")) as f:
-        meta = json.load(f)
-    config = CLIPConfig.from_dict(meta["model_config"])
-    checkpointer = ocp.PyTreeCheckpointer()
-    state_dir = os.path.join(step_dir, "state")
-    tree = checkpointer.metadata(state_dir).item_metadata.tree
-    wanted = {k: tree[k] for k in ("params", "batch_stats") if tree.get(k)}
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), wanted)
-    restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
-    return config, jax.tree.map(np.asarray, restored)
-
-
 def read_checkpoint(path: str, name: str | None = None) -> tuple[CLIPConfig, dict]:
     """(architecture, Flax variables) of a checkpoint; see the module docstring."""
     path = os.fspath(path)
@@ -150,9 +115,12 @@ def read_checkpoint(path: str, name: str | None = None) -> tuple[CLIPConfig, dic
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     named = get_config(name) if name is not None else None
     if os.path.isdir(path):
-        step_dir = _training_step_dir(path)
+        from clip_jax import train_checkpoints  # imports Orbax: only for directories
+
+        step_dir = train_checkpoints.find_step_dir(path)
         if step_dir is not None:
-            config, variables = _read_training_checkpoint(step_dir)
+            saved_config, variables = train_checkpoints.read_model(step_dir)
+            config = CLIPConfig.from_dict(saved_config)
             if named is not None and named != config:
                 raise ValueError(f"{step_dir} holds architecture {config}, which differs from {name!r}: {named}")
             return config, variables

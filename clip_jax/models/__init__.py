@@ -5,8 +5,9 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from clip_jax.models.clip import CLIP, LOGIT_SCALE_INIT, LOGIT_SCALE_MAX
+from clip_jax.models.clip import CLIP, LOGIT_SCALE_INIT, LOGIT_SCALE_MAX, head_dims
 from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
+from clip_jax.models.kernels import ATTENTION_CHOICES, select_kernels
 from clip_jax.models.registry import MODELS, available_models, get_config, name_of
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -14,7 +15,8 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def create_model(name_or_config: str | CLIPConfig, *, dtype="float32", remat: bool = False,
                  act: str | None = None, logit_scale_init: float = LOGIT_SCALE_INIT,
-                 logit_bias_init: float | None = None, patch_dropout: float = 0.0) -> CLIP:
+                 logit_bias_init: float | None = None, patch_dropout: float = 0.0,
+                 attention: str = "auto") -> CLIP:
     """A CLIP module for a registered name (or a `CLIPConfig`).
 
     dtype: compute dtype, "float32" or "bfloat16" (parameters stay float32, LayerNorm
@@ -22,7 +24,9 @@ def create_model(name_or_config: str | CLIPConfig, *, dtype="float32", remat: bo
     the MLP activation ("quick_gelu" or "gelu"); logit_scale_init / logit_bias_init:
     the temperature's initial value (log space) and an optional learnable logit bias
     (SigLIP's sigmoid loss uses log(10) and -10); patch_dropout: FLIP's fraction of
-    image patches dropped in training (ViTs only).
+    image patches dropped in training (ViTs only); attention: "auto" (cuDNN flash
+    attention on NVIDIA GPUs when the dtype and head sizes allow it, XLA elsewhere),
+    "xla" or "cudnn" (an error where it cannot run).
     """
     if not 0.0 <= patch_dropout < 1.0:
         raise ValueError(f"patch_dropout must be in [0, 1); got {patch_dropout}")
@@ -36,11 +40,12 @@ def create_model(name_or_config: str | CLIPConfig, *, dtype="float32", remat: bo
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; valid: {sorted(DTYPES)}")
         dtype = DTYPES[dtype]
+    kernels = select_kernels(attention, dtype, head_dims(config))
     return CLIP(config=config, dtype=dtype, remat=remat, logit_scale_init=logit_scale_init,
-                logit_bias_init=logit_bias_init, patch_dropout=patch_dropout)
+                logit_bias_init=logit_bias_init, patch_dropout=patch_dropout, kernels=kernels)
 
 
 __all__ = [
-    "CLIP", "CLIPConfig", "TextConfig", "VisionConfig", "MODELS", "LOGIT_SCALE_INIT",
+    "ATTENTION_CHOICES", "CLIP", "CLIPConfig", "TextConfig", "VisionConfig", "MODELS", "LOGIT_SCALE_INIT",
     "LOGIT_SCALE_MAX", "available_models", "create_model", "get_config", "name_of",
 ]

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from clip_jax.models.config import CLIPConfig
+from clip_jax.models.kernels import Kernels, select_kernels
 from clip_jax.models.resnet import ModifiedResNet
 from clip_jax.models.text import TextTransformer
 from clip_jax.models.vit import VisionTransformer
@@ -32,10 +33,14 @@ class CLIP(nn.Module):
     # that reaches the features; True runs them on every token: the same outputs for
     # ~7% more work (the plain form, for tests and for counting open_clip's FLOPs).
     full_last_block: bool = False
+    # Backend-specific matmul and attention kernels; None: `select_kernels()` for this
+    # backend (create_model chooses them once, from its `attention` argument).
+    kernels: Kernels | None = None
 
     def setup(self):
         cfg = self.config
         vision = cfg.vision
+        kernels = self.kernels or select_kernels(dtype=self.dtype, head_dims=head_dims(cfg))
         if vision.is_resnet:
             self.visual = ModifiedResNet(
                 image_size=vision.image_size,
@@ -45,6 +50,7 @@ class CLIP(nn.Module):
                 output_dim=cfg.embed_dim,
                 remat=self.remat,
                 dtype=self.dtype,
+                kernels=kernels,
             )
         else:
             self.visual = VisionTransformer(
@@ -60,6 +66,7 @@ class CLIP(nn.Module):
                 dtype=self.dtype,
                 patch_dropout=self.patch_dropout,
                 full_last_block=self.full_last_block,
+                kernels=kernels,
             )
         text = cfg.text
         self.text = TextTransformer(
@@ -73,6 +80,7 @@ class CLIP(nn.Module):
             remat=self.remat,
             dtype=self.dtype,
             full_last_block=self.full_last_block,
+            kernels=kernels,
         )
         self.logit_scale = self.param("logit_scale", nn.initializers.constant(self.logit_scale_init), ())
         if self.logit_bias_init is not None:
@@ -96,3 +104,10 @@ class CLIP(nn.Module):
         """-> (image features, text features, logit_scale); features unnormalised.
         The logit bias, when the model has one, is read from the parameters."""
         return self.encode_image(images, train=train), self.encode_text(tokens), self.logit_scale
+
+
+def head_dims(config: CLIPConfig) -> tuple[int, ...]:
+    """The attention head dimensions of both towers (what fused attention kernels care about)."""
+    vision = config.vision
+    vision_width = vision.width * 32 if vision.is_resnet else vision.width
+    return vision_width // vision.num_heads, config.text.width // config.text.heads

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from clip_jax.models.kernels import PLAIN, Kernels
 from clip_jax.models.layers import normal, torch_default_bias, torch_default_kernel
 
 PAD_1 = ((1, 1), (1, 1))  # explicit, since 'SAME' pads asymmetrically at stride 2
@@ -54,6 +55,7 @@ class AttentionPool2d(nn.Module):
     num_heads: int
     output_dim: int
     dtype: Any = jnp.float32
+    kernels: Kernels = PLAIN
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -68,7 +70,7 @@ class AttentionPool2d(nn.Module):
         q = dense(dim, name="q_proj")(x[:, :1]).reshape(batch, 1, self.num_heads, head_dim)
         k = dense(dim, name="k_proj")(x).reshape(batch, -1, self.num_heads, head_dim)
         v = dense(dim, name="v_proj")(x).reshape(batch, -1, self.num_heads, head_dim)
-        out = jax.nn.dot_product_attention(q, k, v).reshape(batch, dim)
+        out = self.kernels.attention(q, k, v).reshape(batch, dim)
         return dense(self.output_dim, name="c_proj")(out)
 
 
@@ -80,6 +82,7 @@ class ModifiedResNet(nn.Module):
     output_dim: int
     remat: bool = False
     dtype: Any = jnp.float32
+    kernels: Kernels = PLAIN
 
     @nn.compact
     def __call__(self, images: jax.Array, project: bool = True, train: bool = False) -> jax.Array:
@@ -105,4 +108,4 @@ class ModifiedResNet(nn.Module):
             for index in range(blocks):
                 stride = 2 if (stage > 0 and index == 0) else 1
                 x = block(planes, stride, self.dtype, name=f"layer{stage + 1}_{index}")(x, train)
-        return AttentionPool2d(self.num_heads, self.output_dim, self.dtype, name="attnpool")(x)
+        return AttentionPool2d(self.num_heads, self.output_dim, self.dtype, self.kernels, name="attnpool")(x)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clip_jax.models.kernels import PLAIN, Kernels
 from clip_jax.models.layers import LayerNorm, Transformer, normal
 
 
@@ -30,6 +31,7 @@ class TextTransformer(nn.Module):
     remat: bool = False
     dtype: Any = jnp.float32
     full_last_block: bool = False  # True: the last block computes every token (same output)
+    kernels: Kernels = PLAIN
 
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -41,7 +43,7 @@ class TextTransformer(nn.Module):
         x = Transformer(
             self.layers, self.num_heads, 4 * self.width, self.act,
             causal=True, text_style_init=True, remat=self.remat, dtype=self.dtype,
-            full_last_block=self.full_last_block, name="transformer",
+            full_last_block=self.full_last_block, kernels=self.kernels, name="transformer",
         )(x, pool_rows=jnp.argmax(tokens, axis=-1))
         eot = LayerNorm(name="ln_final")(x)
         proj = self.param("text_projection", normal(self.width**-0.5), (self.width, self.output_dim))

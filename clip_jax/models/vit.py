@@ -10,7 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from clip_jax.models.layers import LayerNorm, Transformer, dense_dot_general, normal, torch_default_kernel
+from clip_jax.models.kernels import PLAIN, Kernels
+from clip_jax.models.layers import LayerNorm, Transformer, normal, torch_default_kernel
 
 
 class VisionTransformer(nn.Module):
@@ -26,6 +27,7 @@ class VisionTransformer(nn.Module):
     dtype: Any = jnp.float32
     patch_dropout: float = 0.0  # FLIP: fraction of patches dropped in training
     full_last_block: bool = False  # True: the last block computes every token (same output)
+    kernels: Kernels = PLAIN
 
     @nn.compact
     def __call__(self, images: jax.Array, project: bool = True, train: bool = False) -> jax.Array:
@@ -34,7 +36,7 @@ class VisionTransformer(nn.Module):
         With train=True and patch_dropout > 0, each image keeps a random subset of its
         patches (the class token always stays); needs the 'patch_dropout' rng."""
         scale = self.width**-0.5
-        x = PatchEmbedding(self.patch_size, self.width, self.dtype, name="conv1")(images)
+        x = PatchEmbedding(self.patch_size, self.width, self.dtype, self.kernels, name="conv1")(images)
         batch, grid_h, grid_w, _ = x.shape
         x = x.reshape(batch, grid_h * grid_w, self.width)  # row-major, as torch flattens
         cls = self.param("class_embedding", normal(scale), (self.width,))
@@ -48,7 +50,7 @@ class VisionTransformer(nn.Module):
         x = Transformer(
             self.layers, self.num_heads, self.mlp_dim, self.act,
             causal=False, text_style_init=False, remat=self.remat, dtype=self.dtype,
-            full_last_block=self.full_last_block, name="transformer",
+            full_last_block=self.full_last_block, kernels=self.kernels, name="transformer",
         )(x, pool_rows=jnp.zeros((batch,), jnp.int32))  # the class token
         pooled = LayerNorm(name="ln_post")(x)
         if not project:
@@ -66,6 +68,7 @@ class PatchEmbedding(nn.Module):
     patch_size: int
     width: int
     dtype: Any = jnp.float32
+    kernels: Kernels = PLAIN
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
@@ -78,7 +81,7 @@ class PatchEmbedding(nn.Module):
         # kernel's (row, column, channel) order.
         patches = patches.transpose(0, 1, 3, 2, 4, 5).reshape(batch, grid_h, grid_w, p * p * channels)
         kernel = kernel.astype(self.dtype).reshape(p * p * channels, self.width)
-        return dense_dot_general(patches, kernel, (((3,), (0,)), ((), ())))
+        return self.kernels.dense(patches, kernel)
 
 
 def drop_patches(tokens: jax.Array, rate: float, rng: jax.Array) -> jax.Array:

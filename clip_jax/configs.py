@@ -1,13 +1,15 @@
-"""Shared pieces of the training configs: the defaults every run has, and the
-paper's recipe (CLIP_SPEC.md section 5) as a function of the model.
+"""What every training config starts from: `base_config()`, the defaults of every key
+the trainer reads, and `paper_config(model, ...)`, the paper's recipe (CLIP_SPEC.md
+section 5) for one model.
 
-Not a config itself; see the per-model files for run commands.
+Not a config itself: the files in configs/ build on these, each with its run command.
 """
 from __future__ import annotations
 
 import ml_collections
 
-NO_DECAY = (r"(^|/)bias$", r"(^|/)scale$", r"embedding", r"^logit_scale$", r"^logit_bias$")
+from clip_jax.optim import NO_DECAY
+from clip_jax.sharding import DEFAULT_RULES
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -15,6 +17,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.model = "ViT-B/32"
     config.compute_dtype = "bfloat16"  # parameters stay float32; LayerNorm runs in float32
     config.remat = False
+    # "auto": cuDNN flash attention on NVIDIA GPUs when the dtype and head sizes allow it,
+    # XLA elsewhere; "xla"; "cudnn" (an error where it cannot run).
+    config.attention = "auto"
     config.patch_dropout = 0.0  # FLIP: fraction of image patches dropped in training (ViTs)
     config.patch_dropout_unmasked_steps = 0  # final steps trained without patch dropout
     config.seed = 0
@@ -25,8 +30,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.accumulation_steps = 1
     # Cut each batch's tokens after its last EOT (rounded up to 16 positions): the same
     # loss and gradients, less text-tower work; a compilation per length seen (<= 5).
-    # Single-process runs only (hosts would have to agree on the length).
-    config.trim_text = True
+    # "auto": single-process runs on one device or on accelerators (hosts would have to
+    # agree on the length; see trainer.trimming_is_safe); "always"; "never".
+    config.trim_text = "auto"
     # Training length: exactly one of these > 0 (epochs needs data.num_examples).
     config.total_steps = 0
     config.total_examples = 0
@@ -61,7 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Mesh axes (name, size); one size may be -1. The batch is split over data x fsdp.
     config.mesh = (("data", -1), ("fsdp", 1))
     # (regex over '/'-joined state paths, "replicate" | "fsdp"); first match wins.
-    config.sharding_rules = (("logit_scale|logit_bias", "replicate"), (".*", "fsdp"))
+    config.sharding_rules = DEFAULT_RULES
 
     config.log_every = 50
     config.checkpoint_every = 1000
