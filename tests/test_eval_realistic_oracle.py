@@ -205,6 +205,7 @@ def test_retrieval_agrees_with_clip_benchmark(fixture, tmp_path):
     # CLIP_benchmark counts an image without captions as an image->text miss; clip_jax does
     # not query with it. Same hits, other denominator: rescale CLIP_benchmark's figure.
     rescale = len(items) / captioned
+    disagreements = []
     for k in KS:
         t2i_ties = _tie_sensitive(scores, positive, k)
         i2t_ties = _tie_sensitive(scores.T[has_caption], positive.T[has_caption], k)
@@ -217,8 +218,11 @@ def test_retrieval_agrees_with_clip_benchmark(fixture, tmp_path):
         for direction, (mine, with_stable, as_shipped, (exact, near), queries) in rows.items():
             print(f"  {direction} R@{k}: clip_jax {mine:.2f}, CLIP_benchmark (stable top-k) {with_stable:.2f}, "
                   f"as shipped {as_shipped:.2f}; queries on exact ties {exact}, on near-ties {near} of {queries}")
-            assert mine == pytest.approx(with_stable, abs=0.1), (direction, k)
-            assert abs(mine - as_shipped) <= 100 * exact / queries + 0.1, (direction, k)
+            if abs(mine - with_stable) > 0.1:
+                disagreements.append(f"{direction} R@{k}: {mine:.2f} vs {with_stable:.2f} (stable top-k)")
+            if abs(mine - as_shipped) > 100 * exact / queries + 0.1:
+                disagreements.append(f"{direction} R@{k}: {mine:.2f} vs {as_shipped:.2f} (as shipped)")
+    assert not disagreements, disagreements
     assert 2 * 10 / len(items) * 100 < ours["text_to_image_recall@10"] < 90  # twice chance: real signal
 
 
