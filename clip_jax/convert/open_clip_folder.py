@@ -59,11 +59,10 @@ def find_weights(folder: str) -> str | None:
     return found[0] if found else None
 
 
-def write_config(folder: str, config: CLIPConfig) -> str:
-    """FOLDER/open_clip_config.json for `config`, with CLIP's preprocessing; returns its path.
-
-    An open_clip_config.json already there that describes another architecture is an
-    error (it belongs to other weights in the folder), checked before anything is written."""
+def check_config_slot(folder: str, config: CLIPConfig) -> None:
+    """ValueError when FOLDER already holds an open_clip_config.json of another
+    architecture: it belongs to other weights there, and overwriting it would change how
+    they load."""
     path = config_path(folder)
     if os.path.exists(path):
         try:
@@ -73,6 +72,12 @@ def write_config(folder: str, config: CLIPConfig) -> str:
         if existing != config:
             raise ValueError(f"{path} already describes another architecture; export into a folder of its own "
                              "(the config beside a weight file is what open_clip and clip_jax load it with)")
+
+
+def write_config(folder: str, config: CLIPConfig) -> str:
+    """FOLDER/open_clip_config.json for `config`, with CLIP's preprocessing; returns its path."""
+    check_config_slot(folder, config)
+    path = config_path(folder)
     content = {
         "model_cfg": to_open_clip(config),
         "preprocess_cfg": {"mean": [round(float(x), 8) for x in MEAN], "std": [round(float(x), 8) for x in STD],

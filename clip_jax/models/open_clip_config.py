@@ -51,7 +51,7 @@ def _check_fields(section: Mapping, prefix: str, mapped, fixed: Mapping, inert, 
             continue
         if key not in fixed:
             valid = sorted(set(mapped) | set(fixed) | set(inert))
-            raise ValueError(f"{source}: unknown open_clip config field {prefix}{key!r}; valid: {', '.join(valid)}")
+            raise ValueError(f"{source}: unknown open_clip config field '{prefix}{key}'; valid: {', '.join(valid)}")
         allowed = fixed[key] if isinstance(fixed[key], tuple) else (fixed[key],)
         if value not in allowed:
             raise ValueError(

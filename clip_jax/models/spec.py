@@ -25,10 +25,11 @@ import os
 from typing import Any, Mapping
 
 from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
+from clip_jax.models.layers import ACTIVATIONS as _ACTIVATION_FUNCTIONS
 from clip_jax.models.open_clip_config import from_open_clip, is_open_clip_config
 from clip_jax.models.registry import MODELS, available_models, get_config
 
-ACTIVATIONS = ("quick_gelu", "gelu")
+ACTIVATIONS = tuple(_ACTIVATION_FUNCTIONS)
 _VISION_KEYS = tuple(f.name for f in dataclasses.fields(VisionConfig))
 _TEXT_KEYS = tuple(f.name for f in dataclasses.fields(TextConfig))
 _TOP_KEYS = ("embed_dim", "vision", "text", "act")
@@ -90,10 +91,10 @@ def resolve_config(spec: Any) -> CLIPConfig:
     elif isinstance(spec, str):
         if spec in MODELS:
             config = get_config(spec)
-        elif spec.endswith(".json") or os.path.sep in spec:
-            if not os.path.isfile(spec):
-                raise FileNotFoundError(f"model config file {spec!r} does not exist")
+        elif os.path.isfile(spec):
             config = _from_mapping(read_json(spec), spec)
+        elif spec.endswith(".json"):
+            raise FileNotFoundError(f"model config file {spec!r} does not exist")
         else:
             raise ValueError(f"unknown model {spec!r}: neither a registered name ({', '.join(available_models())}) "
                              "nor a path to an open_clip model-config JSON file")
