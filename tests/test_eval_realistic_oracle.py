@@ -289,15 +289,19 @@ def _sklearn_probe(train, val, test):
             "lambda": float(lp.GRID[peak])}
 
 
-def test_linear_probe_agrees_with_sklearn(fixture):
+def test_linear_probe_agrees_with_sklearn(fixture, tmp_path):
     folders = fixture["folders"]
     model, variables = fixture["model"], fixture["variables"]
+    cache = str(tmp_path / "features")
     ours = run_evals(model, variables, [{"name": "p", "task": "linear_probe", "train_data": folders["train"],
-                                         "val_data": folders["val"], "data": folders["test"], "batch_size": 64}])
+                                         "val_data": folders["val"], "data": folders["test"], "batch_size": 64,
+                                         "cache_dir": cache, "checkpoint_id": "trained"}])
 
     def features(split):
-        f = features_lib.extract(model, variables, data.eval_batches(folders[split], batch_size=64, image_size=32),
-                                 project=False)
+        """The very features the probe was fitted on, from the runner's cache."""
+        key = features_lib.cache_key(checkpoint="trained", data=folders[split], image_size=32, project=False,
+                                     texts=False)
+        f = features_lib.cached(cache, key, lambda: pytest.fail(f"no cached {split} features"))
         return f.images, f.labels
 
     theirs = _sklearn_probe(features("train"), features("val"), features("test"))

@@ -219,14 +219,14 @@ def read_checkpoint(path: str, name: str | None = None, config: Any = None,
     chosen = resolve_config(spec) if spec is not None else None
     warning = None
     if os.path.isdir(path):
-        config_, variables = _read_folder(path, chosen)
+        architecture, variables = _read_folder(path, chosen)
     else:
-        config_, variables, warning = _read_state_dict(path, chosen)
+        architecture, variables, warning = _read_state_dict(path, chosen)
     if act is not None:
-        config_ = resolve_config(dataclasses.replace(config_, act=act))
+        architecture = resolve_config(dataclasses.replace(architecture, act=act))
     elif warning:
         log.warning(warning)
-    return config_, variables
+    return architecture, variables
 
 
 def _read_folder(path: str, chosen: CLIPConfig | None) -> tuple[CLIPConfig, dict]:

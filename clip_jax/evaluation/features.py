@@ -5,8 +5,10 @@
 have mask False), so the collective calls below stay in step.  Host h holds examples
 h, h + P, h + 2P, ...; after `process_allgather` the rows are interleaved back into
 dataset order and padding rows dropped, so every host ends with identical arrays.
-Each distinct caption is encoded once per host: equal captions get bitwise-equal features,
-which retrieval's tie rule relies on (clip_jax.evaluation.retrieval).
+With texts (retrieval) each distinct caption is encoded once per host, and an image equal
+to an earlier one (the same decoded pixels) takes that one's features: equal inputs get
+bitwise-equal features, which retrieval's tie rule relies on (clip_jax.evaluation.retrieval),
+however the encoder's rounding depends on a row's place in its batch.
 
 `cached` stores the result as .npz under a key built from the checkpoint's identity,
 the dataset spec, image size and feature kind.
@@ -106,6 +108,17 @@ def _encode_captions(model, variables, captions: list[list[str]], chunk: int,
     return out, mask
 
 
+def _share_duplicate_images(pixels: np.ndarray, features: np.ndarray, mask: np.ndarray,
+                            known: dict[bytes, np.ndarray]) -> np.ndarray:
+    """The batch's features with each real row whose pixels were seen before given the
+    first such row's features."""
+    features = np.array(features)
+    for row in np.nonzero(mask)[0]:
+        key = hashlib.blake2b(pixels[row].tobytes(), digest_size=16).digest()
+        features[row] = known.setdefault(key, features[row].copy())
+    return features
+
+
 def merge_hosts(gathered: np.ndarray) -> np.ndarray:
     """[P, n, ...] per-host rows -> [P * n, ...] in dataset order (host h had rows h, h+P, ...)."""
     return np.swapaxes(gathered, 0, 1).reshape((-1,) + gathered.shape[2:])
@@ -123,12 +136,15 @@ def extract(model, variables, batches: Iterable[Mapping], *, project: bool = Tru
     texts=True the text features of every caption."""
     images, labels, masks, caption_feats, caption_masks = [], [], [], [], []
     known_captions: dict[str, np.ndarray] = {}
+    known_images: dict[bytes, np.ndarray] = {}
     image_fn = lambda m, v, x: encode_image(m, v, x, project=project)  # noqa: E731
     for batch in batches:
-        images.append(_encode(image_fn, model, variables, np.asarray(batch["images"], np.float32)))
+        pixels = np.asarray(batch["images"], np.float32)
+        images.append(_encode(image_fn, model, variables, pixels))
         labels.append(np.asarray(batch["labels"], np.int32))
         masks.append(np.asarray(batch["mask"], bool))
         if texts:
+            images[-1] = _share_duplicate_images(pixels, images[-1], masks[-1], known_images)
             feats, mask = _encode_captions(model, variables, list(batch["captions"]), text_chunk, known_captions)
             caption_feats.append(feats)
             caption_masks.append(mask & masks[-1][:, None])
