@@ -17,10 +17,14 @@ so of tied candidates the one that comes first in the dataset ranks first.  For 
 with several captions the query's rank is that of its first positive in this order: the
 caption with the highest score and, among equal highest, the lowest index.  Counting
 only strictly higher scores would let every tied candidate share the top rank (the
-boilerplate caption would be "retrieved" for all its images at once).  CLIP_benchmark
-ranks with `torch.topk`, which leaves the order among ties to the sorting algorithm
-(stable in practice only for large candidate sets); on data without ties the two agree
-exactly, with ties they agree when its top-k is made stable (tests/test_eval_realistic_oracle.py).
+boilerplate caption would be "retrieved" for all its images at once).  Equal features
+score exactly equal here (scores.py), so rounding never decides a tie.
+
+CLIP_benchmark ranks with `torch.topk`, whose order among ties is unspecified: on a CPU
+(torch 2.14) an all-equal row of 8 scores puts index 6 first; rows of thousands mostly
+keep the lowest indices, but not always.  Without ties the two agree exactly; with ties
+they agree when CLIP_benchmark's top-k is made stable, and as shipped differ by at most
+the queries sitting on ties (tests/test_eval_realistic_oracle.py).
 """
 from __future__ import annotations
 
