@@ -21,7 +21,7 @@ boilerplate caption would be "retrieved" for all its images at once).  Equal fea
 score exactly equal here (scores.py), so rounding never decides a tie.
 
 CLIP_benchmark ranks with `torch.topk`, whose order among ties is unspecified: on a CPU
-(torch 2.14) an all-equal row of 8 scores puts index 6 first; rows of thousands mostly
+(torch 2.14) `topk(k=1)` of an all-equal row of 8 scores returns index 6; rows of thousands mostly
 keep the lowest indices, but not always.  Without ties the two agree exactly; with ties
 they agree when CLIP_benchmark's top-k is made stable, and as shipped differ by at most
 the queries sitting on ties (tests/test_eval_realistic_oracle.py).

@@ -76,7 +76,7 @@ def zero_shot_scores(image_features, weights) -> np.ndarray:
 
 def zero_shot_accuracy(model, variables, batches: Iterable[Mapping[str, np.ndarray]], weights,
                        num_classes: int | None = None) -> dict:
-    """top1, top5 (%), mean per-class recall (%) and the example count.
+    """top1, top5 (%, with at least 5 classes), mean per-class recall (%) and the example count.
 
     batches: dicts with "images" [B, H, W, 3], "labels" int [B] and "mask" bool [B]
     (False on padding rows)."""
