@@ -140,8 +140,9 @@ def class_folder(root: str, per_class: int, seed: int = 0, duplicate_share: floa
             if written and rs.rand() < duplicate_share:
                 png = written[rs.randint(len(written))]
             else:
-                png = draw(colour, rs.choice(SHAPES), SIZES[rs.choice(len(SIZES), p=SIZE_WEIGHTS)], MODES[rs.randint(len(MODES))],
-                           seed * 1_000_003 + label * 10_000 + i)
+                shape = rs.choice(SHAPES)  # (the order of the draws fixes the data)
+                size = SIZES[rs.choice(len(SIZES), p=SIZE_WEIGHTS)]
+                png = draw(colour, shape, size, MODES[rs.randint(len(MODES))], seed * 1_000_003 + label * 10_000 + i)
             written.append(png)
             with open(os.path.join(root, colour, f"{i:04d}.png"), "wb") as f:
                 f.write(png)

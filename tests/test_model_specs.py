@@ -23,7 +23,8 @@ DIMS = {"embed_dim": 48, "act": "gelu",
         "vision": {"image_size": 40, "width": 96, "layers": 2, "patch_size": 8, "head_width": 32, "mlp_ratio": 2.0},
         "text": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2}}
 EXPECTED = CLIPConfig(embed_dim=48, act="gelu",
-                      vision=VisionConfig(image_size=40, width=96, layers=2, patch_size=8, head_width=32, mlp_ratio=2.0),
+                      vision=VisionConfig(image_size=40, width=96, layers=2, patch_size=8, head_width=32,
+                                          mlp_ratio=2.0),
                       text=TextConfig(context_length=32, vocab_size=49408, width=64, heads=4, layers=2))
 
 

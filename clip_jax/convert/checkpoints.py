@@ -160,7 +160,8 @@ def _read_training_checkpoint(step_dir: str) -> tuple[CLIPConfig, dict]:
 
 
 def _activation_warning(path: str, config: CLIPConfig) -> str:
-    assumed = "QuickGELU (OpenAI's activation)" if config.act == "quick_gelu" else "GELU (as the LAION models of these shapes)"
+    assumed = ("QuickGELU (OpenAI's activation)" if config.act == "quick_gelu"
+               else "GELU (as the LAION models of these shapes)")
     name = name_of(config)
     label = f"the {name} architecture" if name else "custom shapes, with OpenAI's 64-wide attention heads"
     return (f"{path}: a bare state dict does not say which activation its model was trained with, and tensor "
@@ -247,7 +248,8 @@ def _read_folder(path: str, chosen: CLIPConfig | None) -> tuple[CLIPConfig, dict
     if not hf_folder:
         raise CheckpointFormatError(
             f"{path}: a directory that is neither a Hugging Face CLIPModel folder (config.json), an open_clip "
-            f"folder ({open_clip_folder.CONFIG_FILE} with weights) nor a clip_jax training workdir (checkpoints/<step>/)"
+            f"folder ({open_clip_folder.CONFIG_FILE} with weights) nor a clip_jax training workdir "
+            "(checkpoints/<step>/)"
         )
     config = chosen or hf.read_config(path)
     return config, state_dict_to_variables(hf.hf_to_openai(_read_hf_folder(path)), config)

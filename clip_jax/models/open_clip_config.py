@@ -76,7 +76,8 @@ def from_open_clip(data: Mapping[str, Any], source: str = "open_clip config") ->
     size = vision.get("image_size", 224)
     if isinstance(size, (list, tuple)):
         if len(size) != 2 or size[0] != size[1]:
-            raise ValueError(f"{source}: vision_cfg.image_size={list(size)} is not square; clip_jax takes square images")
+            raise ValueError(f"{source}: vision_cfg.image_size={list(size)} is not square; "
+                             "clip_jax takes square images")
         size = size[0]
     layers = vision.get("layers", 12)
     if isinstance(layers, (list, tuple)):
