@@ -7,7 +7,7 @@
 """
 from clip_jax.convert import CheckpointFormatError, export_checkpoint, load_checkpoint
 from clip_jax.inference import encode_image, encode_text, init_variables
-from clip_jax.models import available_models, create_model, get_config
+from clip_jax.models import available_models, create_model, get_config, resolve_config
 from clip_jax.preprocess import load_image, preprocess, preprocess_batch
 from clip_jax.tokenizers.bpe import tokenize
 
@@ -26,5 +26,6 @@ __all__ = [
     "load_image",
     "preprocess",
     "preprocess_batch",
+    "resolve_config",
     "tokenize",
 ]

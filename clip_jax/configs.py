@@ -14,7 +14,11 @@ from clip_jax.sharding import DEFAULT_RULES
 
 def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.model = "ViT-B/32"
+    # A registered name ("ViT-B/32", "ViT-B-32", ...), a ConfigDict of dimensions (embed_dim,
+    # act, vision: image_size/width/layers/patch_size/head_width/mlp_ratio, text:
+    # context_length/vocab_size/width/heads/layers; configs/custom_vit.py) or the path of an
+    # open_clip model-config JSON. Any type: a name here can become dimensions in a config.
+    config.model = ml_collections.FieldReference("ViT-B/32", field_type=object)
     config.compute_dtype = "bfloat16"  # parameters stay float32; LayerNorm runs in float32
     config.remat = False
     # "auto": cuDNN flash attention on NVIDIA GPUs when the dtype and head sizes allow it,

@@ -84,8 +84,15 @@ def abstract_with_shardings(tree, shardings):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
-def meta_for(model_name: str, model_config) -> dict:
-    return {"model": model_name, "model_config": json.loads(model_config.to_json())}
+def meta_for(model_spec, model_config) -> dict:
+    """The architecture saved with every checkpoint: `model_config` (what readers build the
+    model from) and a label of how the config named it (a registered name, a JSON path,
+    or the registered name matching custom dimensions, else "custom")."""
+    if not isinstance(model_spec, str):
+        from clip_jax.models import name_of
+
+        model_spec = name_of(model_config) or "custom"
+    return {"model": model_spec, "model_config": json.loads(model_config.to_json())}
 
 
 def find_step_dir(path: str) -> str | None:

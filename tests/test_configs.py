@@ -38,3 +38,14 @@ def test_demo_config():
     assert build(load("demo")).total_steps == 1000
     with pytest.raises(ValueError, match="smoke"):
         load("demo", "fast")
+
+
+def test_custom_vit_config():
+    """A model given by its dimensions; the checkpoint metadata carries them."""
+    config = load("custom_vit")
+    setup = build(config)
+    assert setup.model.config.vision.width == config.model.vision.width == 96
+    assert setup.meta["model"] == "custom" and setup.meta["model_config"]["act"] == "gelu"
+    assert build(load("custom_vit", "smoke")).total_steps == 4
+    with pytest.raises(ValueError, match="smoke"):
+        load("custom_vit", "fast")

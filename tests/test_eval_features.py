@@ -71,3 +71,28 @@ def test_cache_reuses_and_keys(tmp_path):
     before = features_lib.checkpoint_fingerprint(str(ckpt))
     (ckpt / "b").write_text("2")  # a new checkpoint in a workdir
     assert features_lib.checkpoint_fingerprint(str(ckpt)) != before
+
+
+def test_equal_inputs_get_equal_features(tiny, tmp_path):
+    """With texts (retrieval), each distinct caption is encoded once and a repeated image
+    takes its first copy's features: equal inputs give bitwise-equal features, across
+    batches. Every feature still equals plain per-item encoding."""
+    import realistic_data
+
+    model, variables = tiny
+    items = realistic_data.captioned_items(48, seed=1, duplicate_share=0.25)
+    assert sum(i.duplicate_of is not None for i in items) >= 3 and realistic_data.describe(items)["uncaptioned"]
+    spec = realistic_data.write_shards(str(tmp_path), items)
+    feats = features_lib.extract(model, variables, data.eval_batches(spec, batch_size=8, image_size=32), texts=True,
+                                 text_chunk=16)
+    decoded = np.concatenate([b["images"][b["mask"]] for b in data.eval_batches(spec, batch_size=48, image_size=32)])
+    np.testing.assert_allclose(feats.images, np.asarray(clip_jax.encode_image(model, variables, decoded)), atol=1e-5)
+    first_caption = {}
+    for i, item in enumerate(items):
+        if item.duplicate_of is not None:
+            np.testing.assert_array_equal(feats.images[i], feats.images[item.duplicate_of])
+        assert feats.text_mask[i].sum() == len(item.captions)
+        for j, caption in enumerate(item.captions):
+            np.testing.assert_array_equal(feats.texts[i, j], feats.texts[first_caption.setdefault(caption, (i, j))])
+            direct = clip_jax.encode_text(model, variables, clip_jax.tokenize([caption]))[0]
+            np.testing.assert_allclose(feats.texts[i, j], np.asarray(direct), atol=1e-5)

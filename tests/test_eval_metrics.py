@@ -116,3 +116,85 @@ def test_lambda_search_and_protocol():
     assert np.all(np.bincount(y[idx]) == 4) and np.array_equal(idx, lp.kshot_indices(y, 4, seed=1))
     with pytest.raises(ValueError, match="only"):
         lp.kshot_indices(y, 1000)
+
+
+def _stable_recalls(images, texts, text_image, k):
+    """Recall@k by a stable argsort of the cosine scores: ties go to the lower index.
+    Each score is its own float64 dot product, so equal vectors score exactly equal."""
+    norm = lambda x: x / np.linalg.norm(x)  # noqa: E731
+    cos = np.array([[np.dot(norm(t.astype(np.float64)), norm(i.astype(np.float64))) for i in images] for t in texts])
+    t2i = np.mean([text_image[t] in np.argsort(-cos[t], kind="stable")[:k] for t in range(len(texts))])
+    queries = np.unique(text_image)
+    i2t = np.mean([bool(set(np.argsort(-cos[:, i], kind="stable")[:k]) & set(np.nonzero(text_image == i)[0]))
+                   for i in queries])
+    return 100 * t2i, 100 * i2t
+
+
+def test_retrieval_ties_rank_as_a_stable_sort(rng):
+    """Exact duplicates: one caption shared by a third of the images, duplicate images,
+    images with several captions and one with none.  A tied candidate ranks after the tied
+    ones of lower index; with k = 1 the shared caption is a hit for one image only."""
+    images = rng.randn(24, 8).astype(np.float32)
+    images[5] = images[2]  # duplicate images
+    images[17] = images[2]
+    boiler = rng.randn(8).astype(np.float32)
+    rows, owners = [], []
+    for i in range(24):
+        if i == 9:
+            continue  # no caption
+        if i % 3 == 0:
+            rows.append(boiler)
+            owners.append(i)
+        else:
+            for _ in range(1 + i % 2):
+                rows.append(images[i] + 0.8 * rng.randn(8).astype(np.float32))
+                owners.append(i)
+    texts, text_image = np.stack(rows), np.asarray(owners)
+    texts[-1] = texts[3]  # the same caption text on two images
+    m = retrieval_metrics(images, texts, text_image, ks=(1, 2, 5, 10))
+    for k in (1, 2, 5, 10):
+        t2i, i2t = _stable_recalls(images, texts, text_image, k)
+        assert m[f"text_to_image_recall@{k}"] == pytest.approx(t2i)
+        assert m[f"image_to_text_recall@{k}"] == pytest.approx(i2t)
+    # Everything tied (a constant model): only the first candidate is ever ranked first.
+    m = retrieval_metrics(np.ones((6, 4)), np.ones((9, 4)), np.repeat(np.arange(3), 3))
+    assert m["text_to_image_recall@1"] == pytest.approx(100 * 3 / 9)  # the captions of image 0
+    assert m["image_to_text_recall@1"] == pytest.approx(100 / 3)  # image 0 of the 3 with captions
+    assert m["image_to_text_recall@5"] == pytest.approx(200 / 3)  # captions 0-4 belong to images 0, 1
+
+
+def test_classification_ties_go_to_the_first_class():
+    """Equal scores (duplicate class names, constant features): the first maximum is the
+    prediction, as torch.argmax and numpy.argmax; top-5 needs 5 classes."""
+    torch = pytest.importorskip("torch")
+    scores = np.array([[0.2, 0.5, 0.5, 0.1, 0.5, 0.0],
+                       [0.3, 0.3, 0.3, 0.3, 0.3, 0.3],
+                       [0.0, 0.1, 0.9, 0.9, 0.2, 0.2]], np.float32)
+    labels = np.array([2, 0, 3])
+    m = classification_metrics(scores, labels)
+    first = torch.from_numpy(scores).argmax(dim=1).numpy()
+    assert list(first) == [1, 0, 2]
+    assert m["top1"] == pytest.approx(100 * np.mean(first == labels))
+    assert m["mean_per_class_recall"] == pytest.approx(100 * sklearn_metrics.balanced_accuracy_score(labels, first))
+    # Top-5 of a tied row keeps the lowest indices: row 1 has classes 0-4, so label 5 would miss.
+    assert classification_metrics(scores[1:2], np.array([5]))["top5"] == 0.0
+    assert classification_metrics(scores[1:2], np.array([4]))["top5"] == 100.0
+    few = classification_metrics(scores[:, :3], np.array([2, 0, 1]))
+    assert "top5" not in few and few["top1"] == pytest.approx(100 / 3)
+
+
+def test_linear_probe_on_constant_and_duplicate_features_matches_sklearn():
+    """Constant features leave only the bias: both predict the most frequent class.
+    Duplicate rows with different labels are fitted as sklearn fits them."""
+    y = np.array([0] * 30 + [1] * 50 + [2] * 20)
+    test_y = np.array([0, 1, 2] * 10)
+    constant = linear_probe(np.ones((100, 6), np.float32), y, np.ones((30, 6), np.float32), test_y, 3, lam=1.0)
+    reference = LogisticRegression(C=1.0).fit(np.ones((100, 6)), y).predict(np.ones((30, 6)))
+    assert set(reference) == {1}
+    assert constant["top1"] == pytest.approx(100 * np.mean(reference == test_y))
+    x, _ = clusters(100, 3, 5, separation=1.0, seed=8)
+    x[50:] = x[:50]  # every row twice, with independent labels
+    w, b, _, _ = lp.fit(x, y, 1.0, num_classes=3, tol=1e-6)
+    ours = (x @ np.asarray(w) + np.asarray(b)).argmax(1)
+    theirs = LogisticRegression(C=1.0, tol=1e-8, max_iter=1000).fit(x, y).predict(x)
+    assert np.mean(ours == theirs) >= 0.98

@@ -1,10 +1,12 @@
 """Convert a CLIP checkpoint between formats.
 
-    python -m clip_jax.convert SRC DST --to clip_jax|open_clip|hf [--name ViT-B/32]
+    python -m clip_jax.convert SRC DST --to clip_jax|open_clip|hf [--name ViT-B/32 | --config CFG.json] [--act gelu]
 
 SRC is anything `clip_jax.load_checkpoint` reads (OpenAI .pt, open_clip .pt/.bin/
-.safetensors, a Hugging Face folder, a clip_jax file).  DST is a .safetensors file for
-clip_jax and open_clip (or .pt for open_clip when torch is installed), a folder for hf.
+.safetensors, an open_clip or Hugging Face folder, a clip_jax file or training workdir).
+DST is a .safetensors file for clip_jax; for open_clip a .safetensors file (or .pt when
+torch is installed) with open_clip_config.json written beside it, or a folder in
+open_clip's hub layout; a folder for hf.
 """
 from __future__ import annotations
 
@@ -23,12 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=None,
                         help="architecture name (default: inferred from tensor shapes); one of: "
                         + ", ".join(available_models()))
+    parser.add_argument("--config", default=None,
+                        help="architecture as an open_clip model-config JSON file (as open_clip's "
+                        "model_configs/*.json, or an open_clip_config.json), instead of --name")
     parser.add_argument("--act", default=None, choices=("quick_gelu", "gelu"),
                         help="override the MLP activation (shapes cannot tell QuickGELU from GELU)")
     args = parser.parse_args(argv)
     options = {"act": args.act} if args.act else {}
     try:
-        model, variables = load_checkpoint(args.src, args.name, **options)
+        model, variables = load_checkpoint(args.src, args.name, args.config, **options)
         written = export_checkpoint(model, variables, args.dst, args.to)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -19,6 +19,7 @@ from clip_jax.convert.safetensors_io import contiguous
 
 from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
 from clip_jax.models.registry import MODELS
+from clip_jax.models.spec import check_config
 
 # Keys OpenAI's archives and older open_clip files carry that are not parameters.
 IGNORED_KEYS = re.compile(r"^(input_resolution|context_length|vocab_size|attn_mask|visual\.attn_mask|logit_bias_unused)$"
@@ -278,8 +279,14 @@ def infer_config(state_dict: Mapping[str, np.ndarray]) -> CLIPConfig:
         heads=text_width // 64,
         layers=_count_indices(keys, "transformer.resblocks.", 2),
     )
-    inferred = CLIPConfig(embed_dim=sd["text_projection"].shape[1], vision=vision, text=text)
-    return match_registered(inferred)
+    inferred = match_registered(CLIPConfig(embed_dim=sd["text_projection"].shape[1], vision=vision, text=text))
+    try:
+        check_config(inferred)
+    except ValueError as error:
+        raise ValueError(f"the architecture read from tensor shapes, with OpenAI's 64-wide attention heads, is not "
+                         f"valid ({error}); shapes do not show the heads: give the architecture with config= (an "
+                         "open_clip model-config JSON or dimensions) or name=") from None
+    return inferred
 
 
 def _shape_signature(config: CLIPConfig) -> CLIPConfig:

@@ -5,7 +5,8 @@
                                   "templates": "cifar10"}])
 
 Modules: prompts (shipped class names and templates), features (sharded, cached feature
-extraction), metrics (classification scores), zeroshot, retrieval, linear_probe, suites
+extraction), scores (similarities in which equal candidates tie exactly), metrics
+(classification scores), zeroshot, retrieval (recall@k and the tie rule), linear_probe, suites
 (named groups of TFDS evaluations), runner (the interface the trainer and eval.py use).
 """
 from clip_jax.evaluation.features import Features, extract

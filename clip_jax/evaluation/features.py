@@ -5,6 +5,10 @@
 have mask False), so the collective calls below stay in step.  Host h holds examples
 h, h + P, h + 2P, ...; after `process_allgather` the rows are interleaved back into
 dataset order and padding rows dropped, so every host ends with identical arrays.
+With texts (retrieval) each distinct caption is encoded once per host, and an image equal
+to an earlier one (the same decoded pixels) takes that one's features: equal inputs get
+bitwise-equal features, which retrieval's tie rule relies on (clip_jax.evaluation.retrieval),
+however the encoder's rounding depends on a row's place in its batch.
 
 `cached` stores the result as .npz under a key built from the checkpoint's identity,
 the dataset spec, image size and feature kind.
@@ -68,10 +72,15 @@ def _encode(fn, model, variables, x: np.ndarray, *args) -> np.ndarray:
     return np.asarray(multihost_utils.global_array_to_host_local_array(out, mesh, PartitionSpec("data")))[:n]
 
 
-def _encode_captions(model, variables, captions: list[list[str]], chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    """[B, C, E] features and [B, C] mask of one batch's captions (C: most captions in it)."""
+def _encode_captions(model, variables, captions: list[list[str]], chunk: int,
+                     known: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """[B, C, E] features and [B, C] mask of one batch's captions (C: most captions in it).
+
+    `known` maps every caption encoded so far to its features: each distinct caption is
+    encoded once, so equal captions get bitwise-equal features (exact ties, whatever batch
+    or trimmed length they would have been encoded with) and boilerplate costs nothing."""
     most = max((len(c) for c in captions), default=0)
-    flat = [text for texts in captions for text in texts]
+    flat = list(dict.fromkeys(text for texts in captions for text in texts if text not in known))
     embed = model.config.embed_dim
     out = np.zeros((len(captions), max(most, 1), embed), np.float32)
     mask = np.zeros((len(captions), max(most, 1)), bool)
@@ -91,12 +100,23 @@ def _encode_captions(model, variables, captions: list[list[str]], chunk: int) ->
         # A fixed chunk shape: one compilation however many captions a batch has.
         encoded.append(_encode(lambda m, v, t: encode_text(m, v, t), model, variables, tokens)[: len(part)])
     features = np.concatenate(encoded) if encoded else np.zeros((0, embed), np.float32)
-    row = 0
+    known.update(zip(flat, features))
     for i, texts in enumerate(captions):
-        out[i, : len(texts)] = features[row : row + len(texts)]
+        for j, text in enumerate(texts):
+            out[i, j] = known[text]
         mask[i, : len(texts)] = True
-        row += len(texts)
     return out, mask
+
+
+def _share_duplicate_images(pixels: np.ndarray, features: np.ndarray, mask: np.ndarray,
+                            known: dict[bytes, np.ndarray]) -> np.ndarray:
+    """The batch's features with each real row whose pixels were seen before given the
+    first such row's features."""
+    features = np.array(features)
+    for row in np.nonzero(mask)[0]:
+        key = hashlib.blake2b(pixels[row].tobytes(), digest_size=16).digest()
+        features[row] = known.setdefault(key, features[row].copy())
+    return features
 
 
 def merge_hosts(gathered: np.ndarray) -> np.ndarray:
@@ -115,13 +135,17 @@ def extract(model, variables, batches: Iterable[Mapping], *, project: bool = Tru
     """Image features (pre-projection with project=False) of every real row, and with
     texts=True the text features of every caption."""
     images, labels, masks, caption_feats, caption_masks = [], [], [], [], []
+    known_captions: dict[str, np.ndarray] = {}
+    known_images: dict[bytes, np.ndarray] = {}
     image_fn = lambda m, v, x: encode_image(m, v, x, project=project)  # noqa: E731
     for batch in batches:
-        images.append(_encode(image_fn, model, variables, np.asarray(batch["images"], np.float32)))
+        pixels = np.asarray(batch["images"], np.float32)
+        images.append(_encode(image_fn, model, variables, pixels))
         labels.append(np.asarray(batch["labels"], np.int32))
         masks.append(np.asarray(batch["mask"], bool))
         if texts:
-            feats, mask = _encode_captions(model, variables, list(batch["captions"]), text_chunk)
+            images[-1] = _share_duplicate_images(pixels, images[-1], masks[-1], known_images)
+            feats, mask = _encode_captions(model, variables, list(batch["captions"]), text_chunk, known_captions)
             caption_feats.append(feats)
             caption_masks.append(mask & masks[-1][:, None])
     if not images:

@@ -16,15 +16,12 @@ import numpy as np
 from clip_jax.evaluation import features as features_lib
 from clip_jax.evaluation.metrics import classification_metrics
 from clip_jax.evaluation.prompts import check_templates, fill
+from clip_jax.evaluation.scores import normalise, scores_with_exact_ties, unique_rows
 from clip_jax.inference import encode_text
 from clip_jax.models.text import trim_after_eot
 from clip_jax.tokenizers.bpe import tokenize
 
 __all__ = ["check_templates", "classifier_weights", "ensemble", "zero_shot_scores", "zero_shot_accuracy"]
-
-
-def _normalise(x):
-    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def classifier_weights(model, variables, class_names: Sequence, templates: Sequence[str],
@@ -36,7 +33,15 @@ def classifier_weights(model, variables, class_names: Sequence, templates: Seque
     check_templates(templates)
     if not len(class_names):
         raise ValueError("no class names given")
-    synonyms = [[name] if isinstance(name, str) else list(name) for name in class_names]
+    keys = [(name,) if isinstance(name, str) else tuple(name) for name in class_names]
+    distinct = list(dict.fromkeys(keys))
+    if len(distinct) < len(keys):
+        # A class listed twice (OpenAI's ImageNet names have 'missile' and 'sunglasses'
+        # twice) gets a copy of the first one's weights: an exact tie, decided by index.
+        weights = classifier_weights(model, variables, [list(k) for k in distinct], templates, batch_size)
+        position = {k: i for i, k in enumerate(distinct)}
+        return weights[:, np.array([position[k] for k in keys])]
+    synonyms = [list(k) for k in keys]
     prompts = [fill(t, name) for names in synonyms for name in names for t in templates]
     owner = np.repeat(np.arange(len(synonyms)), [len(names) * len(templates) for names in synonyms])
     # Trimmed once for all prompts (the same on every host): one compiled shape.
@@ -52,24 +57,26 @@ def classifier_weights(model, variables, class_names: Sequence, templates: Seque
     if all(len(names) == 1 for names in synonyms):
         return ensemble(features.reshape(len(synonyms), len(templates), -1))
     # Mean of the normalised prompt features of each class, renormalised (as `ensemble`).
-    sums = jax.ops.segment_sum(_normalise(features), jnp.asarray(owner), num_segments=len(synonyms))
-    return _normalise(sums / jnp.bincount(jnp.asarray(owner), length=len(synonyms))[:, None]).T
+    sums = jax.ops.segment_sum(normalise(features), jnp.asarray(owner), num_segments=len(synonyms))
+    return normalise(sums / jnp.bincount(jnp.asarray(owner), length=len(synonyms))[:, None]).T
 
 
 def ensemble(text_features) -> jnp.ndarray:
     """[num_classes, num_templates, E] prompt features -> [E, num_classes] class weights:
     normalise each, average over templates, renormalise."""
-    return _normalise(_normalise(jnp.asarray(text_features)).mean(axis=1)).T
+    return normalise(normalise(jnp.asarray(text_features)).mean(axis=1)).T
 
 
 def zero_shot_scores(image_features, weights) -> np.ndarray:
-    """Cosine similarities [N, num_classes] of (unnormalised) image features and class weights."""
-    return np.asarray(_normalise(jnp.asarray(image_features)) @ weights)
+    """Cosine similarities [N, num_classes] of (unnormalised) image features and class
+    weights; equal class weights give exactly equal scores (clip_jax.evaluation.scores)."""
+    classes, class_of = unique_rows(np.asarray(weights).T)
+    return np.asarray(scores_with_exact_ties(normalise(jnp.asarray(image_features)), jnp.asarray(classes), class_of))
 
 
 def zero_shot_accuracy(model, variables, batches: Iterable[Mapping[str, np.ndarray]], weights,
                        num_classes: int | None = None) -> dict:
-    """top1, top5 (%), mean per-class recall (%) and the example count.
+    """top1, top5 (%, with at least 5 classes), mean per-class recall (%) and the example count.
 
     batches: dicts with "images" [B, H, W, 3], "labels" int [B] and "mask" bool [B]
     (False on padding rows)."""

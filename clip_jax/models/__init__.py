@@ -1,4 +1,5 @@
-"""Flax models of CLIP; `create_model` builds one by registered name."""
+"""Flax models of CLIP; `create_model` builds one from a registered name, dimensions or an
+open_clip model config (`resolve_config`, models/spec.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,15 +10,17 @@ from clip_jax.models.clip import CLIP, LOGIT_SCALE_INIT, LOGIT_SCALE_MAX, head_d
 from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
 from clip_jax.models.kernels import ATTENTION_CHOICES, select_kernels
 from clip_jax.models.registry import MODELS, available_models, get_config, name_of
+from clip_jax.models.spec import check_config, resolve_config
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def create_model(name_or_config: str | CLIPConfig, *, dtype="float32", remat: bool = False,
+def create_model(name_or_config, *, dtype="float32", remat: bool = False,
                  act: str | None = None, logit_scale_init: float = LOGIT_SCALE_INIT,
                  logit_bias_init: float | None = None, patch_dropout: float = 0.0,
                  attention: str = "auto") -> CLIP:
-    """A CLIP module for a registered name (or a `CLIPConfig`).
+    """A CLIP module for a registered name, a dict/ConfigDict of dimensions, an open_clip
+    model config (dict or JSON path) or a `CLIPConfig` (see `resolve_config`).
 
     dtype: compute dtype, "float32" or "bfloat16" (parameters stay float32, LayerNorm
     runs in float32); remat: recompute each block in the backward pass; act: override
@@ -30,12 +33,10 @@ def create_model(name_or_config: str | CLIPConfig, *, dtype="float32", remat: bo
     """
     if not 0.0 <= patch_dropout < 1.0:
         raise ValueError(f"patch_dropout must be in [0, 1); got {patch_dropout}")
-    config = get_config(name_or_config) if isinstance(name_or_config, str) else name_or_config
+    config = resolve_config(name_or_config)
     if act is not None:
-        from clip_jax.models.layers import activation
-
-        activation(act)  # validates
         config = dataclasses.replace(config, act=act)
+        check_config(config)
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; valid: {sorted(DTYPES)}")
@@ -47,5 +48,5 @@ def create_model(name_or_config: str | CLIPConfig, *, dtype="float32", remat: bo
 
 __all__ = [
     "ATTENTION_CHOICES", "CLIP", "CLIPConfig", "TextConfig", "VisionConfig", "MODELS", "LOGIT_SCALE_INIT",
-    "LOGIT_SCALE_MAX", "available_models", "create_model", "get_config", "name_of",
+    "LOGIT_SCALE_MAX", "available_models", "check_config", "create_model", "get_config", "name_of", "resolve_config",
 ]
