@@ -114,7 +114,11 @@ class Index:
         if os.path.exists(os.path.join(path, "manifest.json")):
             index = cls.open(path, checkpoint, model=model, variables=variables, name=name, writable=True,
                              batch_size=batch_size)
-            index._check_settings(root, dtype, ann)
+            try:
+                index._check_settings(root, dtype, ann)
+            except BaseException:
+                index.close()
+                raise
         else:
             index = cls.create(root, path, checkpoint, model=model, variables=variables, name=name,
                                dtype=dtype or "float16", ann=ann or "auto", batch_size=batch_size)
