@@ -20,7 +20,8 @@ from clip_jax.search.store import atomic_replace
 # takes a few milliseconds; bench/search.py has the figures).
 AUTO_THRESHOLD = 100_000
 RETRAIN_GROWTH = 4
-TRAIN_POINTS_PER_CELL = 64
+TRAIN_POINTS_PER_CELL = 32
+TRAIN_ITERATIONS = 12
 MIN_CELLS = 8
 
 
@@ -31,8 +32,8 @@ def _faiss():
 
 
 def default_nlist(n: int) -> int:
-    """About 4 sqrt(n) cells, a power of two, at least MIN_CELLS."""
-    return max(MIN_CELLS, 1 << round(math.log2(max(1.0, 4 * math.sqrt(n)))))
+    """About 2 sqrt(n) cells, a power of two, at least MIN_CELLS."""
+    return max(MIN_CELLS, 1 << round(math.log2(max(1.0, 2 * math.sqrt(n)))))
 
 
 def default_nprobe(nlist: int) -> int:
@@ -64,6 +65,7 @@ class AnnIndex:
             sample = vectors[np.sort(np.random.default_rng(seed).choice(n, nlist * TRAIN_POINTS_PER_CELL, replace=False))]
         ivf = faiss.extract_index_ivf(index)
         ivf.cp.seed = seed
+        ivf.cp.niter = TRAIN_ITERATIONS
         ivf.cp.max_points_per_centroid = TRAIN_POINTS_PER_CELL
         ivf.cp.min_points_per_centroid = 1  # small collections: no warning, the cells are just small
         index.train(np.ascontiguousarray(sample, np.float32))
