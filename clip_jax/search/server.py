@@ -71,18 +71,20 @@ class SearchApp:
 
     def __init__(self, index: Index):
         self.index = index
-        self.lock = threading.Lock()  # refresh() swaps the loaded vectors: one at a time
+        self.lock = threading.Lock()
 
     def run_query(self, query: dict) -> list:
+        # One query at a time: refresh() may swap the loaded vectors (an update ran beside the
+        # server), and a search must not mix the old rows with the new ids.
         with self.lock:
             self.index.refresh()
-        if query["image_id"] is not None:
-            try:
-                self.index.row_of(query["image_id"])
-            except KeyError:
-                raise BadQuery(f"no image with id {query['image_id']} in this index") from None
-        return self.index.search(query["text"], image=query["image_id"], plus=query["plus"], k=query["k"],
-                                 method=query["method"])
+            if query["image_id"] is not None:
+                try:
+                    self.index.row_of(query["image_id"])
+                except KeyError:
+                    raise BadQuery(f"no image with id {query['image_id']} in this index") from None
+            return self.index.search(query["text"], image=query["image_id"], plus=query["plus"], k=query["k"],
+                                     method=query["method"])
 
     def _hit_json(self, rank: int, hit) -> dict:
         return {"rank": rank + 1, "id": hit.id, "path": hit.path, "score": round(hit.score, 6),
