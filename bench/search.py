@@ -207,7 +207,7 @@ def bench_vectors(args) -> None:
                   f"{percentile(ann_cpu, 50):>9.2f}ms {recall:>9.3f}", flush=True)
         if n == sizes[-1]:
             print(f"probe sweep at N={n:,}, {ann.nlist} cells (default {ann.nprobe} probes):")
-            for nprobe in sorted({16, 64, 128, 256, ann.nprobe}):
+            for nprobe in sorted({16, 64, 128, 256, 320, ann.nprobe}):
                 line = []
                 for kind, queries in kinds.items():
                     _, times, cpu, recall = _measure(exact, ann, queries[:100], nprobe=nprobe)

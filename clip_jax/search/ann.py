@@ -32,14 +32,14 @@ def _faiss():
 
 
 def default_nlist(n: int) -> int:
-    """About 2 sqrt(n) cells, a power of two, at least MIN_CELLS."""
-    return max(MIN_CELLS, 1 << round(math.log2(max(1.0, 2 * math.sqrt(n)))))
+    """About 4 sqrt(n) cells, a power of two, at least MIN_CELLS."""
+    return max(MIN_CELLS, 1 << round(math.log2(max(1.0, 4 * math.sqrt(n)))))
 
 
 def default_nprobe(nlist: int) -> int:
-    """Cells probed per query: 1/12 of them, at least 16.  Queries far from the images (text
+    """Cells probed per query: 3/64 of them, at least 16.  Queries far from the images (text
     queries sit across CLIP's modality gap) need many probes; bench/search.py's table."""
-    return min(nlist, max(16, nlist // 12))
+    return min(nlist, max(16, nlist * 3 // 64))
 
 
 class AnnIndex:
