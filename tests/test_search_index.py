@@ -4,7 +4,6 @@ path (sharded batches, chunked exact search, the ANN index) against the plain co
 import os
 import shutil
 import sqlite3
-import time
 
 import numpy as np
 import pytest
@@ -165,7 +164,8 @@ def test_storage_is_readable_without_clip_jax(built):
     with Index.open(index_path) as index:
         expected = dict(zip(index.paths, index.vectors))
     db = sqlite3.connect(os.path.join(index_path, "images.sqlite"))
-    rows = db.execute("SELECT images.path, chunks.file, images.row FROM images JOIN chunks ON chunk = chunks.id").fetchall()
+    rows = db.execute("SELECT images.path, chunks.file, images.row FROM images "
+                      "JOIN chunks ON chunk = chunks.id").fetchall()
     assert len(rows) == len(expected)
     for path, file, row in rows:
         vector = np.load(os.path.join(index_path, "features", file))[row]
@@ -248,7 +248,8 @@ def test_incremental_update_add_modify_delete(tmp_path, checkpoint):
     for path in set(before) - {modified, deleted}:
         assert after[path] == before[path]
         np.testing.assert_array_equal(dict(zip(index.paths, index.vectors))[path], vectors_before[path])
-    assert index.search("a blue square", k=1)[0].path in {modified} | {p for p, l in labels.items() if l == "blue square"}
+    blue_squares = {p for p, label in labels.items() if label == "blue square"} | {modified}
+    assert index.search("a blue square", k=1)[0].path in blue_squares
     hits = index.search(image=os.path.join(root, modified), k=1)
     assert hits[0].path == modified and hits[0].score > 0.99
     assert index.search(image=os.path.join(root, added), k=1)[0].path == added

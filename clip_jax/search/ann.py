@@ -63,7 +63,8 @@ class AnnIndex:
         index = faiss.index_factory(dim, f"IVF{nlist},{codec}", faiss.METRIC_INNER_PRODUCT)
         sample = vectors
         if n > nlist * TRAIN_POINTS_PER_CELL:
-            sample = vectors[np.sort(np.random.default_rng(seed).choice(n, nlist * TRAIN_POINTS_PER_CELL, replace=False))]
+            rows = np.random.default_rng(seed).choice(n, nlist * TRAIN_POINTS_PER_CELL, replace=False)
+            sample = vectors[np.sort(rows)]
         ivf = faiss.extract_index_ivf(index)
         ivf.cp.seed = seed
         ivf.cp.niter = TRAIN_ITERATIONS

@@ -58,7 +58,8 @@ def cmd_index(args) -> int:
     for item in report["skipped"][: args.show_skipped]:
         print(f"  skipped {item['path']}: {item['reason']}")
     if len(report["skipped"]) > args.show_skipped:
-        print(f"  ... and {len(report['skipped']) - args.show_skipped} more in {os.path.join(args.index, 'report.json')}")
+        more = len(report["skipped"]) - args.show_skipped
+        print(f"  ... and {more} more in {os.path.join(args.index, 'report.json')}")
     return 0
 
 
@@ -137,9 +138,9 @@ def parser() -> argparse.ArgumentParser:
     commands = main.add_subparsers(dest="command", required=True)
 
     def model_options(p, required: bool = False):
+        default = "" if required else " (default: the one the index recorded)"
         p.add_argument("--checkpoint", required=required, default=None,
-                       help="any checkpoint clip_jax.load_checkpoint reads" + ("" if required else
-                                                                               " (default: the one the index recorded)"))
+                       help="any checkpoint clip_jax.load_checkpoint reads" + default)
         p.add_argument("--name", default=None, help="architecture name when tensor shapes cannot tell (e.g. ViT-B-32)")
 
     p = commands.add_parser("index", help="index a folder of images (incremental: reruns embed only what changed)")

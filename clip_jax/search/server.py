@@ -151,7 +151,8 @@ class SearchApp:
         k = params.get("k", str(DEFAULT_K))
         count = self.index.store.count()
         parts = [PAGE_HEAD.format(title=esc(f"{params.get('q') or 'clip_jax search'}")),
-                 f'<header><form action="/" method="get"><input type="search" name="q" value="{esc(params.get("q", ""))}" '
+                 '<header><form action="/" method="get">'
+                 f'<input type="search" name="q" value="{esc(params.get("q", ""))}" '
                  f'maxlength="{MAX_QUERY_CHARS}" placeholder="Search {count:,} images by text" autofocus>'
                  f'<input type="number" name="k" value="{esc(k)}" min="1" max="{MAX_K}" title="number of hits">'
                  '<button type="submit">Search</button></form>'

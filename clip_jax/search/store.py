@@ -130,8 +130,8 @@ class Store:
         with open(manifest_path) as f:
             self.manifest = json.load(f)
         if self.manifest.get("format") != FORMAT or self.manifest.get("version") != VERSION:
-            raise DamagedIndexError(f"{manifest_path}: format {self.manifest.get('format')!r} version "
-                                    f"{self.manifest.get('version')!r}; this clip_jax reads {FORMAT!r} version {VERSION}")
+            found = f"format {self.manifest.get('format')!r} version {self.manifest.get('version')!r}"
+            raise DamagedIndexError(f"{manifest_path}: {found}; this clip_jax reads {FORMAT!r} version {VERSION}")
         self.writable = writable
         self._lock_file = None
         if writable:
