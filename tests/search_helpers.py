@@ -8,7 +8,9 @@ trains tiny-vit for a few hundred steps to match each shape image with its capti
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import time
 
@@ -158,6 +160,7 @@ def trained_checkpoint(steps: int = 250, batch: int = 64, seed: int = 0) -> str:
         start = time.time()
         model, variables = _train(steps, batch, seed)
         folder = tempfile.mkdtemp(prefix="clip_jax_search_model_")
+        atexit.register(shutil.rmtree, folder, True)
         _TRAINED[key] = clip_jax.export_checkpoint(model, variables, os.path.join(folder, "shapes.safetensors"),
                                                    "clip_jax")
         print(f"trained the shapes model in {time.time() - start:.1f}s")

@@ -260,6 +260,21 @@ def test_incremental_update_add_modify_delete(tmp_path, checkpoint):
         assert dict(zip(reopened.paths, reopened.ids)) == after
 
 
+def test_a_reader_sees_an_update_after_refresh(tmp_path, checkpoint):
+    """A server's open index picks up what an update beside it committed."""
+    root = str(tmp_path / "photos")
+    shapes_folder(root, per_class=2, seed=9)
+    Index.build(root, str(tmp_path / "index"), checkpoint, progress=False).close()
+    with Index.open(str(tmp_path / "index")) as reader:
+        count = len(reader)
+        assert not reader.refresh()
+        added = save(draw("green circle", np.random.default_rng(4)), os.path.join(root, "late.png"), "PNG")
+        with Index.open(str(tmp_path / "index"), writable=True) as writer:
+            writer.update(progress=False)
+        assert reader.refresh() and len(reader) == count + 1
+        assert reader.search(image=added, k=1)[0].path == "late.png"
+
+
 def test_compaction_after_many_deletions(tmp_path, checkpoint):
     root = str(tmp_path / "photos")
     labels = shapes_folder(root, per_class=5, seed=6)

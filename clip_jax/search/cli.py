@@ -52,9 +52,9 @@ def cmd_index(args) -> int:
     with index:
         report = index.report()
     rate = f", {report['images_per_second']} images/s" if report["embedded"] and report["images_per_second"] else ""
-    print(f"{report['images']:,} images indexed in {args.index}: {report['embedded']:,} embedded "
-          f"({report['new']:,} new, {report['changed']:,} changed), {report['unchanged']:,} unchanged, "
-          f"{report['removed']:,} removed, {len(report['skipped']):,} skipped{rate}")
+    print(f"{report['images']:,} images indexed in {args.index}: {report['embedded']:,} embedded from "
+          f"{report['new']:,} new and {report['changed']:,} changed files{rate}; {report['unchanged']:,} unchanged, "
+          f"{report['removed']:,} removed; {len(report['skipped']):,} skipped as unreadable")
     for item in report["skipped"][: args.show_skipped]:
         print(f"  skipped {item['path']}: {item['reason']}")
     if len(report["skipped"]) > args.show_skipped:
