@@ -30,6 +30,10 @@ INSTALL_REQUIRES = [
     "numpy==2.4.6",
     "safetensors==0.8.0",
     "tqdm==4.70.1",
+    # clip_jax.search: approximate nearest neighbours, and the web page's server
+    "faiss-cpu==1.15.1",
+    "starlette==1.10.0",
+    "uvicorn==0.54.0",
 ]
 
 EXTRAS_REQUIRE = {

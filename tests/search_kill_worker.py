@@ -1,0 +1,36 @@
+"""Runs `python -m clip_jax.search index ...` and SIGKILLs itself at a chosen moment.
+
+    python tests/search_kill_worker.py after-commit N   ARGS...  # killed right after chunk N's commit
+    python tests/search_kill_worker.py before-commit N  ARGS...  # killed after chunk N's file is in place,
+                                                                 # before its rows are committed
+The kill is exact (no timing races): the process signals itself from inside the store.
+"""
+import os
+import signal
+import sys
+
+from clip_jax.search import store
+from clip_jax.search.cli import main
+
+moment, count, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+calls = {"n": 0}
+write_chunk, add_chunk = store.Store._write_chunk, store.Store.add_chunk
+
+
+def _write_chunk(self, vectors):
+    result = write_chunk(self, vectors)
+    calls["n"] += 1
+    if moment == "before-commit" and calls["n"] == count:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+
+def _add_chunk(self, *a, **k):
+    add_chunk(self, *a, **k)
+    if moment == "after-commit" and calls["n"] == count:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+store.Store._write_chunk = _write_chunk
+store.Store.add_chunk = _add_chunk
+sys.exit(main(args))
