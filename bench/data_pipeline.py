@@ -163,8 +163,8 @@ def main(argv=None) -> None:
     parser.add_argument("--large_batches", type=int, default=6, help="batches timed per run on the large set")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cpu", type=int, default=0, help="the CPU every runner is pinned to")
-    parser.add_argument("--before", default=None, help="a checkout of earlier clip_jax code, measured as 'clip_jax before'")
-    parser.add_argument("--shards", default=None, help="keep the shards here (reused when present) instead of a temp dir")
+    parser.add_argument("--before", default=None, help="a checkout of earlier clip_jax, measured as 'clip_jax before'")
+    parser.add_argument("--shards", default=None, help="keep the shards here (reused when present), not in a temp dir")
     parser.add_argument("--sets", default="small,large")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--pattern", default=None, help=argparse.SUPPRESS)
@@ -193,9 +193,9 @@ def main(argv=None) -> None:
                 for runner, pythonpath in runners.items():
                     result = run_worker(runner, patterns[name], args, batches, pythonpath)
                     results[(name, runner)].append(result)
-                    print(f"round {round_index + 1} {name:5s} {runner:16s} {result['examples'] / result['wall_s']:7.1f} ex/s wall "
-                          f"{result['examples'] / result['cpu_s']:7.1f} ex/CPU-s  {result['dtype']} {result['shape']}  "
-                          f"(load {os.getloadavg()[0]:.2f})", flush=True)
+                    wall, cpu = result["examples"] / result["wall_s"], result["examples"] / result["cpu_s"]
+                    print(f"round {round_index + 1} {name:5s} {runner:16s} {wall:7.1f} ex/s wall {cpu:7.1f} ex/CPU-s  "
+                          f"{result['dtype']} {result['shape']}  (load {os.getloadavg()[0]:.2f})", flush=True)
     print("\nmedian over rounds, examples/s on one core (wall) and per CPU-second; ratio to open_clip in brackets")
     for name in sets:
         rates = {runner: (statistics.median(r["examples"] / r["wall_s"] for r in rs),

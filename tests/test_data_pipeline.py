@@ -149,8 +149,8 @@ def test_reduced_scale_decode_is_libjpegs_reduced_image(shape, size, scale):
     jpeg_shape = tf.io.extract_jpeg_shape(data)
     whole = tf.io.decode_jpeg(data, channels=3, ratio=scale, dct_method=image_ops.JPEG_DCT).numpy()
     for i in range(4):
-        begin, extent = image_ops.crop_window(jpeg_shape, tf.constant([1, i], tf.int64), (0.9, 1.0), image_ops.DEFAULT_RATIO)
-        begin, extent = begin.numpy(), extent.numpy()
+        window = image_ops.crop_window(jpeg_shape, tf.constant([1, i], tf.int64), (0.9, 1.0), image_ops.DEFAULT_RATIO)
+        begin, extent = (t.numpy() for t in window)
         r = image_ops.DCT_SCALES[int(image_ops.dct_scale(tf.constant(extent), size))]
         assert r == scale and min(extent[:2]) >= r * size and (r == 8 or min(extent[:2]) < 2 * r * size)
         crop, box = image_ops.decode_jpeg_window(data, jpeg_shape, tf.constant(begin), tf.constant(extent), size)
@@ -160,7 +160,8 @@ def test_reduced_scale_decode_is_libjpegs_reduced_image(shape, size, scale):
         # outermost pixels of the window may differ (by up to ~10 levels at a hard colour edge).
         diff = np.abs(crop.astype(int) - whole[top : top + crop.shape[0], left : left + crop.shape[1]])
         assert diff[1:-1, 1:-1].max() == 0 and (r == 1 or diff.max() == 0), diff.max()
-        np.testing.assert_allclose(box, [begin[0] / r - top, begin[1] / r - left, extent[0] / r, extent[1] / r], rtol=1e-6)
+        expected_box = [begin[0] / r - top, begin[1] / r - left, extent[0] / r, extent[1] / r]
+        np.testing.assert_allclose(box, expected_box, rtol=1e-6)
         assert box[0] + box[2] <= crop.shape[0] + 1e-3 and box[1] + box[3] <= crop.shape[1] + 1e-3
 
 

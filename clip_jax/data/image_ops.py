@@ -8,11 +8,12 @@
   function of (seed, position in the stream) and survives a resume.  Two transforms draw
   the same crop window:
     "fast" (training default): a JPEG whose window is at least 2x (4x, 8x) the output in
-      both sides is decoded at 1/2 (1/4, 1/8) scale by libjpeg's scaled IDCT, which skips
-      most of the decoding work and acts as a first low-pass; only the window's blocks
-      are decoded.  The window (fractional at reduced scale) is then resized in one
-      floating-point pass of PIL's antialiased bicubic (`resize_bicubic`), rounded to
-      uint8.
+      both sides is decoded at 1/2 (1/4, 1/8) scale by libjpeg's scaled IDCT, which does
+      a fraction of the inverse transforms and colour conversion and acts as a first
+      low-pass (entropy decoding still reads the whole file); only the window's rows and
+      columns are reconstructed.  The window (fractional at reduced scale) is then
+      resized in one floating-point pass of PIL's antialiased bicubic (`resize_bicubic`)
+      and rounded to uint8.
     "exact": the window decoded at full scale and resized as `resize_like_pil` (the
       evaluation resize), the transform clip_jax used before "fast".
 - Evaluation: the shorter side to `size` (the longer to int(size * long / short), as PIL),
@@ -139,10 +140,10 @@ def dct_scale(extent: tf.Tensor, size: int) -> tf.Tensor:
 
 def decode_jpeg_window(data: tf.Tensor, shape: tf.Tensor, begin: tf.Tensor, extent: tf.Tensor,
                        size: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """JPEG bytes, their shape and a full-scale window -> (uint8 pixels covering the window, decoded at the
-    reduced scale 1/r of `dct_scale`; float32 [top, left, height, width] of the window in
-    those pixels).  libjpeg's crop window is in reduced-scale pixels, so the integer window
-    is widened to whole reduced pixels and the exact (fractional) box returned."""
+    """JPEG bytes, their shape and a full-scale window -> (uint8 pixels covering the window,
+    decoded at the reduced scale 1/r of `dct_scale`; float32 [top, left, height, width] of
+    the window in those pixels).  libjpeg's crop window is in reduced-scale pixels, so the
+    window is widened to whole reduced pixels and its exact, fractional box returned."""
 
     def at_scale(r):
         def decode():

@@ -16,6 +16,8 @@ from clip_jax.data.image_ops import PIXEL_OFFSET, PIXEL_SCALE
 def normalize_images(images, dtype=jnp.float32):
     """uint8 [..., 3] pixels -> (pixels / 255 - MEAN) / STD, computed in float32, cast to `dtype`."""
     if images.dtype != jnp.uint8:
-        raise TypeError(f"normalize_images expects uint8 pixels (train_iterator(uint8_images=True)), got {images.dtype}")
+        raise TypeError(
+            f"normalize_images expects uint8 pixels (train_iterator(uint8_images=True)), got {images.dtype}"
+        )
     pixels = jnp.asarray(images).astype(jnp.float32)
     return (pixels * jnp.asarray(PIXEL_SCALE) + jnp.asarray(PIXEL_OFFSET)).astype(dtype)

@@ -21,8 +21,9 @@ iterator checkpoints: they save the shuffle buffers (gigabytes of encoded images
 buffer 10k) and cannot save Python-generator readers.
 
 Faults (codes owned by clip_jax.data.sources): a shard that breaks, an image file that
-cannot be read, an example with no valid caption are flagged by the sources; bytes that do not decode raise inside the map and are
-dropped by ignore_errors, and counted from the gap they leave in m.  Counters travel
+cannot be read, an example with no valid caption are flagged by the sources; bytes that
+do not decode raise inside the map and are dropped by ignore_errors, and counted from the
+gap they leave in m.  Counters travel
 with the batches, like the positions, so `stats()` is exact for the batches delivered.
 
 Images: the training crop (image_ops.train_pixels, transform "fast" or "exact") travels
@@ -305,11 +306,13 @@ class TrainIterator:
         crop_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         image = tf.cond(
             usable,
-            lambda: image_ops.train_pixels(raw["image"], self.image_size, crop_seed, self.crop_scale, transform=self.train_transform),
+            lambda: image_ops.train_pixels(
+                raw["image"], self.image_size, crop_seed, self.crop_scale, transform=self.train_transform
+            ),
             lambda: tf.zeros([self.image_size, self.image_size, 3], tf.uint8),
         )
         if not self.uint8_images:
-            image = image_ops.normalize(image)  # per example: the image is still in cache
+            image = image_ops.normalize(image)  # per example, while the crop is in cache: not on whole batches
         choice = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 2), 0, tf.maximum(num_captions, 1), tf.int32)
         caption = tf.cond(num_captions > 0, lambda: raw["captions"][choice], lambda: tf.constant(""))
         return {"image": image, "caption": caption, "fault": fault, "m": raw["m"], "positions": raw["positions"]}

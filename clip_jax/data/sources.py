@@ -151,8 +151,8 @@ def _stack(elements: list[dict]) -> dict:
 
 
 def _split_captions(chunk: dict) -> dict:
-    captions = tf.RaggedTensor.from_row_lengths(chunk.pop("captions"), chunk.pop("num_captions"))
-    return {**chunk, "captions": captions}
+    captions = tf.RaggedTensor.from_row_lengths(chunk["captions"], chunk["num_captions"])
+    return {"image": chunk["image"], "captions": captions, "label": chunk["label"], "fault": chunk["fault"]}
 
 
 def _plain_captions(element: dict) -> dict:
