@@ -169,6 +169,9 @@ def main(argv=None) -> None:
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--pattern", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for name in ("small", "large", "batch", "warmup", "batches", "large_batches", "rounds"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.worker:
         os.sched_setaffinity(0, {args.cpu})
         return worker(args.worker, args.pattern, args.batch, args.warmup, args.batches)
