@@ -42,7 +42,7 @@ from clip_jax.data import spec as spec_lib
 log = logging.getLogger(__name__)
 
 FAULT_NONE, FAULT_SHARD, FAULT_IMAGE = 0, 1, 2
-FAULT_CAPTION = 3  # no valid caption left; assigned by the training pipeline (label-only sources get prompts)
+FAULT_CAPTION = 3  # no valid caption: assigned by the training pipeline (after giving label-only sources prompts)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp")
 CHUNK = 1000  # examples per unit for list-backed sources (folder, csv, demo)
 READ_CHUNK = 64  # raw elements per crossing from a Python reader into tf.data
@@ -143,7 +143,7 @@ def _stack(elements: list[dict]) -> dict:
     captions = [element["captions"] for element in elements]
     return {
         "image": np.array([element["image"] for element in elements], dtype=object),
-        "captions": np.concatenate(captions) if captions else np.zeros(0, object),
+        "captions": np.concatenate(captions),
         "num_captions": np.array([len(c) for c in captions], np.int32),
         "label": np.array([element["label"] for element in elements], np.int64),
         "fault": np.array([element["fault"] for element in elements], np.int32),
