@@ -49,6 +49,9 @@ EXTRAS_REQUIRE = {
         "open_clip_torch==3.3.0",
         "transformers==4.57.6",
         "webdataset==0.2.86",
+        # bench/data_pipeline.py: open_clip_train's WebDataset loader imports pandas; CPU time of its workers
+        "pandas==3.1.1",
+        "psutil==7.2.2",
         "clip-benchmark==1.6.2",  # evaluation parity oracle
         "scikit-learn==1.7.2",
         # notebooks/ run in tests/test_notebooks.py (papermill on an ipykernel kernel)

@@ -1,88 +1,218 @@
-"""python bench/data_pipeline.py [--images 2000] [--batch 64] [--batches 25]
+"""python bench/data_pipeline.py [--small 1000] [--large 200] [--rounds 3] [--before PATH] [--shards DIR]
 
-Throughput of clip_jax.data.train_iterator, the whole training input pipeline (tar
-reading, JPEG decode inside the random crop window, bicubic resize, normalisation, BPE
-tokenisation, batching), on
-  1. JPEG WebDataset shards written to a temp dir: synthetic photo-like images of about
-     300 x 400 (smooth gradients, hard-edged blocks, noise), JPEG quality 90, 224 px output;
-  2. the demo data (demo:train, 32 px PNGs generated on the fly), 32 px output.
-Each is run with tf.data's private thread pool at 1 thread and at os.cpu_count() threads
-(options.threading.private_threadpool_size; map/interleave parallelism AUTOTUNE).  After
-a warm-up of 3 batches it times --batches batches.  Then it prints how many such cores
-would keep up with a ViT-B/16 train step on one H100 and one TPU v4 chip, using the best
-examples/s per core (rate / threads) of the JPEG runs.  Load averages are printed because
-on a shared machine the extra threads may find no free core.
+Training input pipelines per CPU core: clip_jax.data.train_iterator against open_clip's
+WebDataset loader (open_clip_train.data.get_wds_dataset), on the same shards, batch and crop.
+
+Data: img2dataset-like WebDataset shards written once (or reused from --shards DIR):
+  small  photo-like JPEGs (tests/data_helpers.photo_like: gradients, hard-edged blocks,
+         noise) with the short side uniform in 256-512 px, aspect 1, 4:3, 3:2 or 16:9,
+         30% portrait, quality 90, 100 per shard;
+  large  the same with the short side in 800-1200 px, 20 per shard.
+Captions: alt-text-like word sequences of 5-25 words.
+
+Runners (each a fresh process pinned to one CPU, --cpu, with os.sched_setaffinity, so TF
+and torch size their thread pools to it):
+  clip_jax uint8    train_iterator(num_threads=1, uint8_images=True): what the trainer
+                    consumes, normalisation left to the device;
+  clip_jax float32  the same with the default float32 normalised output;
+  clip_jax before   (with --before PATH, a checkout of earlier clip_jax code, e.g. made by
+                    `git worktree add /tmp/before COMMIT`) its train_iterator, float32;
+  open_clip         get_wds_dataset with workers=1 (one worker per core), resampled shards
+                    (--dataset-resampled, so it never runs dry), batch_size as ours, open_clip's
+                    train transform image_transform(224, is_train=True) (RandomResizedCrop
+                    scale (0.9, 1.0), ratio (3/4, 4/3), bicubic, ToTensor, Normalize) and
+                    its ViT-B-32 tokenizer.  Its DataLoader worker process is pinned with it.
+Both sides use a 224 px crop with area fraction (0.9, 1.0), as configs/common.py does.
+
+Each run skips --warmup batches, then times --batches batches: examples / wall seconds,
+and examples / CPU seconds of the runner's processes (all threads, open_clip's worker
+included).  On a shared machine the wall rate counts time the core spent on other jobs;
+the CPU-time rate does not, so the ratios use it.  Rounds interleave the runners, and the
+median over rounds is printed, with the ratios against open_clip.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import numpy as np  # noqa: E402
-
-from clip_jax import data  # noqa: E402
-from clip_jax.data.wds_writer import ShardWriter  # noqa: E402
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from data_helpers import encode, photo_like  # noqa: E402
-
-VIT_B16_FORWARD_GFLOPS = 41.09  # image + text, per sample (open_clip's table)
-TRAIN_STEP_FACTOR = 3  # forward + backward ~ 3x forward
-PEAK_TFLOPS = {"H100 SXM (dense bf16)": 989.0, "TPU v4 chip (bf16)": 275.0}
-MFU = 0.45  # assumed model FLOPs utilisation
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+IMAGE_SIZE = 224
+CROP_SCALE = (0.9, 1.0)
+SETS = {"small": (256, 512, 100), "large": (800, 1200, 20)}  # short side range, examples per shard
+WORDS = ("a photo of the old red house by a lake in summer with trees and blue sky two dogs playing on green "
+         "grass stock image vintage car parked street at night close up fresh fruit wooden table kitchen interior "
+         "design modern city skyline aerial view mountain landscape sunset beach people walking").split()
+VIT_B16_TRAIN_GFLOPS = 3 * 41.09  # forward + backward of ViT-B/16 per sample, from open_clip's FLOP table
+H100_BF16_TFLOPS, MFU = 989.0, 0.45
 
 
-def make_shards(directory: str, count: int) -> str:
+# -- data --------------------------------------------------------------------------------------
+
+
+def write_set(directory: str, name: str, count: int) -> str:
+    """Write one image set as shards in directory/name (reused when complete); returns a brace pattern."""
+    import numpy as np
+
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from data_helpers import encode, photo_like
+
+    from clip_jax.data.wds_writer import ShardWriter
+
+    low, high, per_shard = SETS[name]
+    out = os.path.join(directory, name)
+    shards = -(-count // per_shard)
+    pattern = os.path.join(out, f"{name}-{{00000..{shards - 1:05d}}}.tar")
+    done = os.path.join(out, "complete.json")
+    if os.path.exists(done) and json.load(open(done)) == {"count": count}:
+        return pattern
+    os.makedirs(out, exist_ok=True)
     rs = np.random.RandomState(0)
-    with ShardWriter(os.path.join(directory, "bench"), samples_per_shard=max(1, count // 8)) as writer:
+    start = time.perf_counter()
+    with ShardWriter(os.path.join(out, name), samples_per_shard=per_shard) as writer:
         for i in range(count):
-            height, width = 300 + rs.randint(-20, 21), 400 + rs.randint(-30, 31)
-            caption = f"a photo of {rs.randint(1, 9)} things number {i} on a table, with light from the left"
+            short = rs.randint(low, high + 1)
+            long = int(round(short * rs.choice([1.0, 4 / 3, 3 / 2, 16 / 9])))
+            height, width = (long, short) if rs.rand() < 0.3 else (short, long)
+            caption = " ".join(rs.choice(WORDS, rs.randint(5, 26)))
             writer.write(f"{i:07d}", {"jpg": encode(photo_like(height, width, i), "JPEG", quality=90), "txt": caption})
-    return writer.spec()
+    json.dump({"count": count}, open(done, "w"))
+    size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)) / 2**20
+    print(f"wrote {count} {name} JPEGs ({size:.0f} MiB) in {time.perf_counter() - start:.0f} s: {pattern}", flush=True)
+    return pattern
 
 
-def measure(spec: str, image_size: int, batch: int, batches: int, threads: int) -> float:
-    with data.train_iterator(spec, batch_size=batch, image_size=image_size, seed=0, shuffle_buffer=1000, num_threads=threads) as it:
-        for _ in range(3):
-            next(it)
-        start = time.perf_counter()
-        for _ in range(batches):
-            next(it)
-        return batches * batch / (time.perf_counter() - start)
+# -- one measurement, in its own process --------------------------------------------------------
+
+
+def clip_jax_batches(pattern: str, batch: int, options: dict):
+    from clip_jax import data
+
+    it = data.train_iterator(f"wds:{pattern}", batch_size=batch, image_size=IMAGE_SIZE, seed=0, num_threads=1,
+                             crop_scale=CROP_SCALE, **options)
+    while True:
+        yield next(it)["images"]
+
+
+def open_clip_batches(pattern: str, batch: int):
+    import open_clip
+    import torch
+    from open_clip_train.data import get_wds_dataset
+
+    torch.set_num_threads(1)
+    args = argparse.Namespace(train_data=pattern, val_data=None, dataset_resampled=True, train_num_samples=10**9,
+                              train_data_upsampling_factors=None, seed=0, batch_size=batch, world_size=1, workers=1)
+    preprocess = open_clip.image_transform(IMAGE_SIZE, is_train=True, aug_cfg={"scale": CROP_SCALE})
+    loader = get_wds_dataset(args, preprocess, is_train=True, tokenizer=open_clip.get_tokenizer("ViT-B-32")).dataloader
+    for images, _ in loader:
+        yield images
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its children (open_clip's loader worker)."""
+    import psutil
+
+    me = psutil.Process()
+    return sum(sum(p.cpu_times()[:2]) for p in [me] + me.children(recursive=True))
+
+
+def worker(runner: str, pattern: str, batch: int, warmup: int, batches: int) -> None:
+    if runner == "open_clip":
+        stream = open_clip_batches(pattern, batch)
+    else:
+        options = {"uint8": {"uint8_images": True}, "float32": {}, "before": {}}[runner.split()[-1]]
+        stream = clip_jax_batches(pattern, batch, options)
+    for _ in range(warmup):
+        first = next(stream)
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    for _ in range(batches):
+        next(stream)
+    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    print(json.dumps({"examples": batches * batch, "wall_s": wall, "cpu_s": cpu, "dtype": str(first.dtype),
+                      "shape": list(first.shape)}), flush=True)
+    os._exit(0)  # do not wait for loader threads and worker processes to wind down
+
+
+def run_worker(runner: str, pattern: str, args, batches: int, pythonpath: str) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), "--worker", runner, "--pattern", pattern, "--batch",
+               str(args.batch), "--warmup", str(args.warmup), "--batches", str(batches), "--cpu", str(args.cpu)]
+    env = {**os.environ, "PYTHONPATH": pythonpath, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{runner} on {pattern} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+# -- the comparison ------------------------------------------------------------------------------
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--images", type=int, default=2000)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--small", type=int, default=1000, help="examples in the 256-512 px set")
+    parser.add_argument("--large", type=int, default=200, help="examples in the 800-1200 px set")
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--batches", type=int, default=25)
+    parser.add_argument("--warmup", type=int, default=3, help="batches skipped before timing")
+    parser.add_argument("--batches", type=int, default=20, help="batches timed per run on the small set")
+    parser.add_argument("--large_batches", type=int, default=6, help="batches timed per run on the large set")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cpu", type=int, default=0, help="the CPU every runner is pinned to")
+    parser.add_argument("--before", default=None, help="a checkout of earlier clip_jax, measured as 'clip_jax before'")
+    parser.add_argument("--shards", default=None, help="keep the shards here (reused when present), not in a temp dir")
+    parser.add_argument("--sets", default="small,large")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--pattern", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    cores = os.cpu_count()
-    print(f"os.cpu_count() = {cores}; load average before the run: {os.getloadavg()[0]:.2f}", flush=True)
-    results = {}
-    with tempfile.TemporaryDirectory() as directory:
-        start = time.perf_counter()
-        spec = make_shards(directory, args.images)
-        print(f"wrote {args.images} JPEGs (~300x400) in {time.perf_counter() - start:.1f} s: {spec}", flush=True)
-        for name, source, size in (("JPEG wds, 224 px", spec, 224), ("demo:train, 32 px", "demo:train", 32)):
-            for threads in sorted({1, cores}):
-                rate = measure(source, size, args.batch, args.batches, threads)
-                results[(name, threads)] = rate
-                print(f"{name:20s} (load {os.getloadavg()[0]:.2f}) threads={threads}: {rate:8.1f} examples/s = {rate / threads:8.1f} per core", flush=True)
-    # Per core: the best of rate / threads (on a shared machine extra threads may find no free core).
-    per_core = max(results[("JPEG wds, 224 px", t)] / t for t in {1, cores})
-    step_gflops = TRAIN_STEP_FACTOR * VIT_B16_FORWARD_GFLOPS
-    print(f"\nViT-B/16 train step: {TRAIN_STEP_FACTOR} x {VIT_B16_FORWARD_GFLOPS} GFLOPs = {step_gflops:.2f} GFLOPs per sample; assumed MFU {MFU:.0%}")
-    for chip, peak in PEAK_TFLOPS.items():
-        samples = peak * 1e12 * MFU / (step_gflops * 1e9)
-        print(f"{chip}: {peak:.0f} TFLOP/s x {MFU:.0%} / {step_gflops:.2f} GFLOPs = {samples:,.0f} samples/s "
-              f"-> {samples / per_core:.1f} cores at {per_core:.1f} examples/s/core (JPEG 224 px)")
+    for name in ("small", "large", "batch", "warmup", "batches", "large_batches", "rounds"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.worker:
+        os.sched_setaffinity(0, {args.cpu})
+        return worker(args.worker, args.pattern, args.batch, args.warmup, args.batches)
+
+    runners = {"clip_jax uint8": ROOT, "clip_jax float32": ROOT, "open_clip": ROOT}
+    if args.before:
+        if not os.path.isdir(os.path.join(args.before, "clip_jax", "data")):
+            raise SystemExit(f"--before {args.before!r}: not a clip_jax checkout (no clip_jax/data in it)")
+        runners["clip_jax before"] = os.path.abspath(args.before)
+    sets = [s for s in args.sets.split(",") if s]
+    for name in sets:
+        if name not in SETS:
+            raise SystemExit(f"--sets: unknown set {name!r}; valid: {', '.join(SETS)}")
+    print(f"{os.cpu_count()} CPUs, runners pinned to CPU {args.cpu}; load average {os.getloadavg()[0]:.2f}", flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = args.shards or scratch
+        patterns = {name: write_set(directory, name, getattr(args, name)) for name in sets}
+        results = {(name, runner): [] for name in sets for runner in runners}
+        for round_index in range(args.rounds):
+            for name in sets:
+                batches = args.batches if name == "small" else args.large_batches
+                for runner, pythonpath in runners.items():
+                    result = run_worker(runner, patterns[name], args, batches, pythonpath)
+                    results[(name, runner)].append(result)
+                    wall, cpu = result["examples"] / result["wall_s"], result["examples"] / result["cpu_s"]
+                    print(f"round {round_index + 1} {name:5s} {runner:16s} {wall:7.1f} ex/s wall {cpu:7.1f} ex/CPU-s  "
+                          f"{result['dtype']} {result['shape']}  (load {os.getloadavg()[0]:.2f})", flush=True)
+    print("\nmedian over rounds, examples/s on one core (wall) and per CPU-second; ratio to open_clip in brackets")
+    for name in sets:
+        rates = {runner: (statistics.median(r["examples"] / r["wall_s"] for r in rs),
+                          statistics.median(r["examples"] / r["cpu_s"] for r in rs))
+                 for (set_name, runner), rs in results.items() if set_name == name}
+        reference = rates["open_clip"]
+        for runner, (wall, cpu) in rates.items():
+            print(f"{name:5s} {runner:16s} wall {wall:7.1f} [{wall / reference[0]:.2f}x]   per CPU-s {cpu:7.1f} "
+                  f"[{cpu / reference[1]:.2f}x]")
+    if "small" in sets:
+        per_core = statistics.median(r["examples"] / r["cpu_s"] for r in results[("small", "clip_jax uint8")])
+        needed = H100_BF16_TFLOPS * 1e12 * MFU / (VIT_B16_TRAIN_GFLOPS * 1e9)
+        print(f"\nViT-B/16 on one H100 at {MFU:.0%} MFU: {needed:,.0f} samples/s = {needed / per_core:.1f} cores at "
+              f"{per_core:.0f} examples per CPU-second (small set, clip_jax uint8)")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.options.crop_scale = (0.9, 1.0)
     config.data.options.shuffle_buffer = 10_000
     config.data.options.tokenizer = "bpe"
+    # "fast" (reduced-scale JPEG decode, one float resize) or "exact" (the earlier, PIL-like crop).
+    config.data.options.train_transform = "fast"
 
     # "softmax" (gathered), "softmax_ring", "sigmoid" (SigLIP, on the ring); the plain
     # N x N references "softmax_global" and "sigmoid_dense" are for tests and benchmarks.

@@ -111,6 +111,32 @@ def test_truncated_and_garbage_shards_yield_good_examples_then_a_fault(tmp_path)
     assert [int(r["fault"]) for r in read_all(f"wds:{garbage}")] == [sources.FAULT_SHARD]
 
 
+def test_chunked_reading_keeps_elements_order_and_faults(tmp_path, monkeypatch):
+    """Python readers hand tf.data chunks of READ_CHUNK elements; with chunks smaller than a
+    shard, every element (several, one or no captions) comes out as the reader yields it, in
+    order, and a broken shard still ends with its fault."""
+    samples = []
+    for i in range(10):
+        fields = {"jpg": jpeg(seed=i)}
+        if i % 3 == 0:
+            fields["json"] = json.dumps({"captions": [f"first {i}", f"second {i}"]}).encode()
+        elif i % 3 == 1:
+            fields["txt"] = f"only {i}".encode()
+        samples.append((f"{i:03d}", fields))
+    write_tar(str(tmp_path / "a.tar"), samples)
+    write_tar(str(tmp_path / "b.tar"), [(f"b{i}", {"jpg": jpeg(seed=i), "txt": b"x"}) for i in range(8)])
+    truncate(str(tmp_path / "b.tar"), 0.6)
+    (source,) = data.open_sources(f"wds:{tmp_path}/*.tar")
+    expected = [element for unit in source.units for element in source._generate(unit)]
+    monkeypatch.setattr(sources, "READ_CHUNK", 3)
+    rows = list(source.ordered().as_numpy_iterator())
+    assert len(rows) == len(expected) > 12 and expected[-1]["fault"] == sources.FAULT_SHARD
+    assert [len(r["captions"]) for r in rows[:4]] == [2, 1, 0, 2]
+    for row, want in zip(rows, expected):
+        assert row["image"] == want["image"] and row["captions"].tolist() == want["captions"].tolist()
+        assert (row["label"], row["fault"]) == (want["label"], want["fault"])
+
+
 # -- tfrecord, folder, csv -------------------------------------------------------------
 
 

@@ -5,25 +5,38 @@
   counts them.
 - Training: a random resized crop (area fraction `scale`, aspect ratio `ratio`, as
   torchvision's RandomResizedCrop) drawn with a stateless seed, so an example's crop is a
-  function of (seed, position in the stream) and survives a resume.  JPEGs are decoded
-  only inside the crop window (decode_and_crop_jpeg); other formats are decoded whole.
+  function of (seed, position in the stream) and survives a resume.  Two transforms draw
+  the same crop window:
+    "fast" (training default): a JPEG whose window is at least 2x (4x, 8x) the output in
+      both sides is decoded at 1/2 (1/4, 1/8) scale by libjpeg's scaled IDCT, which does
+      a fraction of the inverse transforms and colour conversion and acts as a first
+      low-pass (entropy decoding still reads the whole file); only the window's rows and
+      columns are reconstructed.  The window (fractional at reduced scale) is then
+      resized in one floating-point pass of PIL's antialiased bicubic (`resize_bicubic`)
+      and rounded to uint8.
+    "exact": the window decoded at full scale and resized as `resize_like_pil` (the
+      evaluation resize), the transform clip_jax used before "fast".
 - Evaluation: the shorter side to `size` (the longer to int(size * long / short), as PIL),
   then a centre crop with round-half-even offsets (torchvision's round()), like
   clip_jax.preprocess.preprocess.
-- Resizing is bicubic with antialias, in PIL's two passes (horizontal, round to uint8,
-  vertical, round to uint8), so results match PIL to 1 level in most cases; Pillow 13
-  sometimes runs the vertical pass first, and then edges and noise can differ by more
-  (tests/test_data_pipeline.py measures it).  JPEGs use the accurate integer IDCT, as PIL.
-  Then CLIP's mean and std.
+- `resize_like_pil` (evaluation, "exact") is bicubic with antialias in PIL's two passes
+  (horizontal, round to uint8, vertical, round to uint8), so results match PIL to 1 level in
+  most cases; Pillow 13 sometimes runs the vertical pass first, and then edges and noise can
+  differ by more (tests/test_data_pipeline.py measures it).  JPEGs use the accurate integer
+  IDCT, as PIL.  `normalize` then applies CLIP's mean and std.
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from clip_jax.preprocess import MEAN, STD
 
 DEFAULT_RATIO = (3 / 4, 4 / 3)
 JPEG_DCT = "INTEGER_ACCURATE"
+DCT_SCALES = (1, 2, 4, 8)  # the reduced scales libjpeg decodes at (1/r)
+RESIZE_TILE = 8  # output rows per banded-matmul tile in resize_bicubic
+TRAIN_TRANSFORMS = ("fast", "exact")
 
 
 def is_jpeg(data: tf.Tensor) -> tf.Tensor:
@@ -49,40 +62,164 @@ def _to_pixels(image: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(tf.round(image), 0.0, 255.0)
 
 
+# (x / 255 - MEAN) / STD as one multiply-add per value.
+PIXEL_SCALE = (1.0 / (255.0 * STD.astype(np.float64))).astype(np.float32)
+PIXEL_OFFSET = (-MEAN.astype(np.float64) / STD.astype(np.float64)).astype(np.float32)
+
+
 def normalize(pixels: tf.Tensor) -> tf.Tensor:
-    """[0, 255] float -> CLIP-normalised float32."""
-    return (pixels / 255.0 - tf.constant(MEAN)) / tf.constant(STD)
+    """Pixel values in [0, 255] (uint8 or float) [..., 3] -> CLIP-normalised float32.
+
+    With a static shape the per-channel constants are laid out in that shape: TF's CPU
+    kernels broadcast a [3] vector over an image several times slower than they apply
+    same-shape operands."""
+    pixels = tf.cast(pixels, tf.float32)
+    scale, offset = PIXEL_SCALE, PIXEL_OFFSET
+    if pixels.shape.is_fully_defined():
+        scale, offset = (np.ascontiguousarray(np.broadcast_to(v, pixels.shape)) for v in (scale, offset))
+    return pixels * tf.constant(scale) + tf.constant(offset)
 
 
-def train_image(data: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), ratio=DEFAULT_RATIO) -> tf.Tensor:
-    """Random resized crop of encoded bytes -> float32 [size, size, 3], normalised."""
+# -- training crops ---------------------------------------------------------------------
 
-    def window(shape):
-        begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-            shape,
-            bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
-            seed=seed,
-            min_object_covered=0.0,
-            aspect_ratio_range=ratio,
-            area_range=scale,
-            max_attempts=10,
-            use_image_if_no_bounding_boxes=True,
-        )
-        return begin, extent
+
+def crop_window(shape: tf.Tensor, seed: tf.Tensor, scale, ratio) -> tuple[tf.Tensor, tf.Tensor]:
+    """(begin, extent), int32 [3] each: a random resized crop's window in an image of `shape`."""
+    begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+        shape,
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=ratio,
+        area_range=scale,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return begin, extent
+
+
+def train_pixels(data: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), ratio=DEFAULT_RATIO,
+                 transform: str = "fast") -> tf.Tensor:
+    """Random resized crop of encoded bytes -> uint8 [size, size, 3] (see the module docstring)."""
+    if transform not in TRAIN_TRANSFORMS:
+        raise ValueError(f"train transform must be one of {TRAIN_TRANSFORMS}, got {transform!r}")
 
     def from_jpeg():
-        begin, extent = window(tf.io.extract_jpeg_shape(data))
-        crop_window = tf.stack([begin[0], begin[1], extent[0], extent[1]])
-        return tf.io.decode_and_crop_jpeg(data, crop_window, channels=3, dct_method=JPEG_DCT)
+        shape = tf.io.extract_jpeg_shape(data)
+        begin, extent = crop_window(shape, seed, scale, ratio)
+        if transform == "exact":
+            window = tf.stack([begin[0], begin[1], extent[0], extent[1]])
+            crop = tf.io.decode_and_crop_jpeg(data, window, channels=3, dct_method=JPEG_DCT)
+            return _to_pixels(resize_like_pil(crop, tf.constant(size), tf.constant(size)))
+        crop, box = decode_jpeg_window(data, shape, begin, extent, size)
+        return _to_pixels(resize_bicubic(crop, box, size))
 
     def from_other():
         image = decode_rgb(data)
-        begin, extent = window(tf.shape(image))
-        return tf.slice(image, begin, extent)
+        begin, extent = crop_window(tf.shape(image), seed, scale, ratio)
+        if transform == "exact":
+            return _to_pixels(resize_like_pil(tf.slice(image, begin, extent), tf.constant(size), tf.constant(size)))
+        box = tf.cast(tf.stack([begin[0], begin[1], extent[0], extent[1]]), tf.float32)
+        return _to_pixels(resize_bicubic(image, box, size))
 
-    crop = tf.cond(is_jpeg(data), from_jpeg, from_other)
+    pixels = tf.cond(is_jpeg(data), from_jpeg, from_other)
+    return tf.ensure_shape(tf.cast(pixels, tf.uint8), [size, size, 3])
+
+
+def train_image(data: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), ratio=DEFAULT_RATIO,
+                transform: str = "fast") -> tf.Tensor:
+    """Random resized crop of encoded bytes -> float32 [size, size, 3], normalised."""
+    return normalize(train_pixels(data, size, seed, scale, ratio, transform))
+
+
+def dct_scale(extent: tf.Tensor, size: int) -> tf.Tensor:
+    """The largest r in DCT_SCALES with both sides of the window >= r * size (int32)."""
+    fits = [tf.logical_and(extent[0] >= r * size, extent[1] >= r * size) for r in DCT_SCALES[1:]]
+    return tf.add_n([tf.cast(f, tf.int32) for f in fits])  # index into DCT_SCALES: the fits are nested
+
+
+def decode_jpeg_window(data: tf.Tensor, shape: tf.Tensor, begin: tf.Tensor, extent: tf.Tensor,
+                       size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """JPEG bytes, their shape and a full-scale window -> (uint8 pixels covering the window,
+    decoded at the reduced scale 1/r of `dct_scale`; float32 [top, left, height, width] of
+    the window in those pixels).  libjpeg's crop window is in reduced-scale pixels, so the
+    window is widened to whole reduced pixels and its exact, fractional box returned."""
+
+    def at_scale(r):
+        def decode():
+            # libjpeg's reduced image is ceil(side / r) pixels.
+            reduced = (shape[:2] + r - 1) // r
+            top_left = begin[:2] // r
+            bottom_right = tf.minimum((begin[:2] + extent[:2] + r - 1) // r, reduced)
+            window = tf.concat([top_left, bottom_right - top_left], 0)
+            crop = tf.io.decode_and_crop_jpeg(data, window, channels=3, ratio=r, dct_method=JPEG_DCT)
+            offset = tf.cast(begin[:2], tf.float32) / r - tf.cast(top_left, tf.float32)
+            box = tf.concat([offset, tf.cast(extent[:2], tf.float32) / r], 0)
+            return crop, box
+
+        return decode
+
+    crop, box = tf.switch_case(dct_scale(extent, size), [at_scale(r) for r in DCT_SCALES])
     crop.set_shape([None, None, 3])
-    return normalize(resize_like_pil(crop, tf.constant(size), tf.constant(size)))
+    return crop, box
+
+
+# -- resizing ---------------------------------------------------------------------------
+
+
+def _bicubic_kernel(x: tf.Tensor) -> tf.Tensor:
+    """Keys' cubic convolution with a = -0.5, PIL's (and TF's) bicubic filter; support 2."""
+    a = -0.5
+    x = tf.abs(x)
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    return tf.where(x < 1.0, near, tf.where(x < 2.0, far, tf.zeros_like(x)))
+
+
+def _resize_rows(rows: tf.Tensor, out_size: int, start: tf.Tensor, extent: tf.Tensor) -> tf.Tensor:
+    """float32 [n, m] -> [out_size, m]: rows [start, start + extent) resampled along axis 0.
+
+    PIL's coefficients (precompute_coeffs in Pillow's Resample.c): output i is centred at
+    start + (i + 0.5) * scale and takes input rows within 2 * max(scale, 1) of it, weighted
+    by the cubic kernel stretched by max(scale, 1) and normalised to sum 1.  The weights
+    form a band; it is applied as a batch of small dense matmuls over tiles of RESIZE_TILE
+    output rows, each gathering the input rows its tile reaches."""
+    tile = RESIZE_TILE
+    n_in = tf.shape(rows)[0]
+    tiles = -(-out_size // tile)
+    scale = extent / out_size
+    stretch = tf.maximum(scale, 1.0)
+    support = 2.0 * stretch
+    centers = start + (tf.range(tiles * tile, dtype=tf.float32) + 0.5) * scale
+    low = tf.clip_by_value(tf.floor(centers - support + 0.5), 0.0, tf.cast(n_in, tf.float32))
+    high = tf.clip_by_value(tf.floor(centers + support + 0.5), 0.0, tf.cast(n_in, tf.float32))
+    first = low[::tile]  # rows each tile starts at [tiles]
+    span = tf.maximum(tf.cast(tf.reduce_max(high[tile - 1 :: tile] - first), tf.int32), 1)
+    positions = first[:, None] + tf.cast(tf.range(span), tf.float32)[None]  # [tiles, span]
+    x = positions[:, None, :]
+    centers, low, high = (tf.reshape(v, [tiles, tile, 1]) for v in (centers, low, high))
+    weights = tf.where((x >= low) & (x < high), _bicubic_kernel((x - centers + 0.5) / stretch), 0.0)
+    weights = tf.math.divide_no_nan(weights, tf.reduce_sum(weights, -1, keepdims=True))  # [tiles, tile, span]
+    gathered = tf.gather(rows, tf.minimum(tf.cast(positions, tf.int32), n_in - 1))  # [tiles, span, m]
+    out = tf.reshape(tf.matmul(weights, gathered), [tiles * tile, tf.shape(rows)[1]])
+    return out[:out_size]
+
+
+def resize_bicubic(image: tf.Tensor, box: tf.Tensor, size: int) -> tf.Tensor:
+    """[h, w, c] (any real dtype) -> float32 [size, size, c]: the box (float32 [top, left,
+    height, width] in pixels, fractions allowed) resampled with antialiased bicubic, as
+    PIL's Image.resize((size, size), BICUBIC, box=...) computes it on a float image: one
+    separable pass per axis in floating point, no rounding in between."""
+    shape = tf.shape(image)
+    height, width, channels = shape[0], shape[1], shape[2]
+    pixels = tf.reshape(tf.cast(image, tf.float32), [height, width * channels])
+    rows = _resize_rows(pixels, size, box[0], box[2])  # [size, width * channels]
+    columns = tf.reshape(tf.transpose(tf.reshape(rows, [size, width, channels]), [1, 0, 2]), [width, size * channels])
+    columns = _resize_rows(columns, size, box[1], box[3])  # [size (x), size (y) * channels]
+    return tf.transpose(tf.reshape(columns, [size, size, channels]), [1, 0, 2])
+
+
+# -- evaluation -------------------------------------------------------------------------
 
 
 def eval_image(data: tf.Tensor, size: int) -> tf.Tensor:

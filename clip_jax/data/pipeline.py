@@ -20,10 +20,17 @@ block (units_per_block shards) and decodes nothing twice.  We did not use tf.dat
 iterator checkpoints: they save the shuffle buffers (gigabytes of encoded images at
 buffer 10k) and cannot save Python-generator readers.
 
-Faults: a shard that breaks, an image file that cannot be read, an example with no valid
-caption are flagged by the sources; bytes that do not decode raise inside the map and are
-dropped by ignore_errors, and counted from the gap they leave in m.  Counters travel
+Faults (codes owned by clip_jax.data.sources): a shard that breaks, an image file that
+cannot be read, an example with no valid caption are flagged by the sources; bytes that
+do not decode raise inside the map and are dropped by ignore_errors, and counted from the
+gap they leave in m.  Counters travel
 with the batches, like the positions, so `stats()` is exact for the batches delivered.
+
+Images: the training crop (image_ops.train_pixels, transform "fast" or "exact") travels
+as uint8; `uint8_images=False` (the default) normalises it with CLIP's mean and std into
+float32 batches, `uint8_images=True` batches the uint8 pixels and leaves that to the
+consumer (clip_jax.data.normalize_images inside the jitted step: a quarter of the bytes
+cross to the device).
 
 tf.data settings: map and interleave use AUTOTUNE parallelism on tf.data's private
 thread pool of `num_threads` threads (default: all cores); deterministic order is
@@ -39,7 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from clip_jax.data import image_ops, sources as sources_lib, text_ops
-from clip_jax.data.sources import FAULT_IMAGE, FAULT_NONE, FAULT_SHARD
+from clip_jax.data.sources import FAULT_CAPTION, FAULT_IMAGE, FAULT_NONE, FAULT_SHARD
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +148,8 @@ class TrainIterator:
         units_per_block: int = 4,
         num_threads: int | None = None,
         prefetch: int = 2,
+        train_transform: str = "fast",
+        uint8_images: bool = False,
     ):
         for name, value in (("batch_size", batch_size), ("image_size", image_size), ("process_count", process_count),
                             ("shuffle_buffer", shuffle_buffer), ("units_per_block", units_per_block)):
@@ -152,11 +161,14 @@ class TrainIterator:
             raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
         if epochs is not None and epochs < 1:
             raise ValueError(f"epochs must be None (endless) or positive, got {epochs}")
+        if train_transform not in image_ops.TRAIN_TRANSFORMS:
+            raise ValueError(f"train_transform must be one of {image_ops.TRAIN_TRANSFORMS}, got {train_transform!r}")
         self.spec, self.seed = spec, int(seed)
         self.process_index, self.process_count = process_index, process_count
         self.batch_size, self.image_size, self.context_length = batch_size, image_size, context_length
         self.crop_scale, self.shuffle_buffer, self.epochs = tuple(crop_scale), shuffle_buffer, epochs
         self.units_per_block, self.num_threads, self.prefetch = units_per_block, num_threads, prefetch
+        self.train_transform, self.uint8_images = train_transform, bool(uint8_images)
         self.tokenize = text_ops.graph_tokenizer(tokenizer, context_length)
         self.sources = sources_lib.open_sources(spec)
         weights = np.array([s.spec.weight for s in self.sources], np.float64)
@@ -273,7 +285,7 @@ class TrainIterator:
             update = tf.stack([
                 tf.cast(fault == FAULT_SHARD, tf.int64),
                 dropped + tf.cast(fault == FAULT_IMAGE, tf.int64),
-                tf.cast(fault == FAULT_CAPTION_MISSING, tf.int64),
+                tf.cast(fault == FAULT_CAPTION, tf.int64),
             ])
             counters = counters + update
             return (example["m"], counters), {**example, "counters": counters}
@@ -288,14 +300,19 @@ class TrainIterator:
         seed = tf.stack([tf.constant(_seed(self.seed, self.process_index), tf.int64), raw["m"]])
         num_captions = tf.size(raw["captions"], out_type=tf.int32)
         fault = tf.where(
-            tf.logical_and(tf.equal(raw["fault"], FAULT_NONE), tf.equal(num_captions, 0)), FAULT_CAPTION_MISSING, raw["fault"]
+            tf.logical_and(tf.equal(raw["fault"], FAULT_NONE), tf.equal(num_captions, 0)), FAULT_CAPTION, raw["fault"]
         )
         usable = tf.equal(fault, FAULT_NONE)
+        crop_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         image = tf.cond(
             usable,
-            lambda: image_ops.train_image(raw["image"], self.image_size, tf.random.experimental.stateless_fold_in(seed, 1), self.crop_scale),
-            lambda: tf.zeros([self.image_size, self.image_size, 3], tf.float32),
+            lambda: image_ops.train_pixels(
+                raw["image"], self.image_size, crop_seed, self.crop_scale, transform=self.train_transform
+            ),
+            lambda: tf.zeros([self.image_size, self.image_size, 3], tf.uint8),
         )
+        if not self.uint8_images:
+            image = image_ops.normalize(image)  # per example, while the crop is in cache: not on whole batches
         choice = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 2), 0, tf.maximum(num_captions, 1), tf.int32)
         caption = tf.cond(num_captions > 0, lambda: raw["captions"][choice], lambda: tf.constant(""))
         return {"image": image, "caption": caption, "fault": fault, "m": raw["m"], "positions": raw["positions"]}
@@ -310,14 +327,12 @@ class TrainIterator:
         }
 
 
-FAULT_CAPTION_MISSING = 3  # assigned in the pipeline: a source's element with no valid caption
-
-
 def train_iterator(spec: str, **kwargs) -> TrainIterator:
     """Deterministic, resumable per-host training batches; see TrainIterator for the options.
 
     it = train_iterator("wds:/data/shards-{00000..00099}.tar", batch_size=256, image_size=224, seed=0)
     batch = next(it)  # {"images": float32 [256, 224, 224, 3], "tokens": int32 [256, 77]}
+    # uint8_images=True: "images" are uint8 [256, 224, 224, 3]; normalise with clip_jax.data.normalize_images.
     """
     return TrainIterator(spec, **kwargs)
 

@@ -15,9 +15,13 @@ fixed order.  The pipeline owns order, shuffling and host sharding; sources only
 Faults are data, not exceptions: a shard that cannot be read (or is truncated) yields its
 good elements and then one element with FAULT_SHARD; a missing or unreadable image file
 yields FAULT_IMAGE; invalid or empty captions are dropped from "captions" (an example with
-none left is skipped by the training pipeline and counted there).  Readers of files are
-Python generators (tarfile and TFRecord parsing through tf.io.gfile, so gs:// works); the
-byte-heavy work, decoding, happens later in the TF graph.
+none left is marked FAULT_CAPTION by the training pipeline, which skips and counts it).
+This module owns the fault codes.
+
+Readers of files are Python generators (tarfile and TFRecord parsing through tf.io.gfile,
+so gs:// works); they hand tf.data chunks of READ_CHUNK elements, because crossing from
+Python into tf.data costs far more per element than the parsing itself.  The byte-heavy
+work, decoding, happens later in the TF graph.
 """
 from __future__ import annotations
 
@@ -38,14 +42,24 @@ from clip_jax.data import spec as spec_lib
 log = logging.getLogger(__name__)
 
 FAULT_NONE, FAULT_SHARD, FAULT_IMAGE = 0, 1, 2
+FAULT_CAPTION = 3  # no valid caption: assigned by the training pipeline (after giving label-only sources prompts)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp")
 CHUNK = 1000  # examples per unit for list-backed sources (folder, csv, demo)
+READ_CHUNK = 64  # raw elements per crossing from a Python reader into tf.data
 
 RAW_SIGNATURE = {
     "image": tf.TensorSpec([], tf.string),
     "captions": tf.TensorSpec([None], tf.string),
     "label": tf.TensorSpec([], tf.int64),
     "fault": tf.TensorSpec([], tf.int32),
+}
+# A chunk of raw elements: captions flattened, with each element's caption count.
+_CHUNK_SIGNATURE = {
+    "image": tf.TensorSpec([None], tf.string),
+    "captions": tf.TensorSpec([None], tf.string),
+    "num_captions": tf.TensorSpec([None], tf.int32),
+    "label": tf.TensorSpec([None], tf.int64),
+    "fault": tf.TensorSpec([None], tf.int32),
 }
 
 
@@ -107,9 +121,43 @@ class _GeneratorSource(Source):
         """Yield the raw elements of one unit, as `raw_element` dicts."""
 
     def read_unit(self, unit: tf.Tensor) -> tf.data.Dataset:
-        return tf.data.Dataset.from_generator(
-            lambda name: self._generate(name.decode("utf-8")), args=(unit,), output_signature=RAW_SIGNATURE
+        chunks = tf.data.Dataset.from_generator(
+            lambda name: _chunked(self._generate(name.decode("utf-8"))), args=(unit,), output_signature=_CHUNK_SIGNATURE
         )
+        return chunks.map(_split_captions).unbatch().map(_plain_captions)
+
+
+def _chunked(elements: Iterator[dict]) -> Iterator[dict]:
+    """raw_element dicts -> chunks of up to READ_CHUNK of them (_CHUNK_SIGNATURE)."""
+    chunk = []
+    for element in elements:
+        chunk.append(element)
+        if len(chunk) == READ_CHUNK:
+            yield _stack(chunk)
+            chunk = []
+    if chunk:
+        yield _stack(chunk)
+
+
+def _stack(elements: list[dict]) -> dict:
+    captions = [element["captions"] for element in elements]
+    return {
+        "image": np.array([element["image"] for element in elements], dtype=object),
+        "captions": np.concatenate(captions),
+        "num_captions": np.array([len(c) for c in captions], np.int32),
+        "label": np.array([element["label"] for element in elements], np.int64),
+        "fault": np.array([element["fault"] for element in elements], np.int32),
+    }
+
+
+def _split_captions(chunk: dict) -> dict:
+    captions = tf.RaggedTensor.from_row_lengths(chunk["captions"], chunk["num_captions"])
+    return {"image": chunk["image"], "captions": captions, "label": chunk["label"], "fault": chunk["fault"]}
+
+
+def _plain_captions(element: dict) -> dict:
+    """Unbatched ragged captions are dense already; give them RAW_SIGNATURE's spec."""
+    return {**element, "captions": tf.ensure_shape(element["captions"], [None])}
 
 
 def _group_key(member) -> tuple[str | None, str]:
