@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from clip_jax import losses
+from clip_jax.preprocess import normalize_images
 from clip_jax.sharding import BATCH_AXES
 
 
@@ -48,8 +49,11 @@ def _embed(model, params, batch_stats, batch, rng):
     BatchNorm statistics (ResNets)."""
     is_resnet = model.config.vision.is_resnet
     variables = {"params": params, **({"batch_stats": batch_stats} if is_resnet else {})}
+    images = batch["images"]
+    if images.dtype == jnp.uint8:  # the pipeline's uint8 pixels: normalised here, per (micro-)batch
+        images = normalize_images(images, model.dtype)
     (image, text, _), updates = model.apply(
-        variables, batch["images"], batch["tokens"], train=True,
+        variables, images, batch["tokens"], train=True,
         mutable=["batch_stats"] if is_resnet else [], rngs={"patch_dropout": rng},
     )
     return (losses.l2_normalize(image), losses.l2_normalize(text)), updates.get("batch_stats", batch_stats)

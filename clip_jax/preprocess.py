@@ -4,6 +4,10 @@ Resize the shorter side to n_px with PIL's (antialiased) bicubic, the longer sid
 int(n_px * long / short); centre crop with torchvision's rounded offsets; convert to RGB
 (after resizing, as OpenAI does, so palette images resize as PIL resizes them); scale
 to [0, 1]; normalise with CLIP's mean and std.  Output is NHWC float32.
+
+Also the one definition of that normalisation for uint8 pixels (`PIXEL_SCALE`,
+`PIXEL_OFFSET`): the training pipeline applies it in TensorFlow, and the train step
+applies it with `normalize_images` to uint8 batches inside the jitted step.
 """
 from __future__ import annotations
 
@@ -14,6 +18,21 @@ from PIL import Image
 
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+# (x / 255 - MEAN) / STD as one multiply-add per value.
+PIXEL_SCALE = (1.0 / (255.0 * STD.astype(np.float64))).astype(np.float32)
+PIXEL_OFFSET = (-MEAN.astype(np.float64) / STD.astype(np.float64)).astype(np.float32)
+
+
+def normalize_images(images, dtype="float32"):
+    """uint8 [..., 3] pixels -> (pixels / 255 - MEAN) / STD, computed in float32 with JAX
+    (inside a jitted step), cast to `dtype`."""
+    import jax.numpy as jnp
+
+    if images.dtype != jnp.uint8:
+        raise TypeError(f"normalize_images expects uint8 pixels (train_iterator(uint8_images=True)); "
+                        f"got {images.dtype}")
+    pixels = jnp.asarray(images).astype(jnp.float32)
+    return (pixels * jnp.asarray(PIXEL_SCALE) + jnp.asarray(PIXEL_OFFSET)).astype(dtype)
 
 
 def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:

@@ -223,10 +223,12 @@ def jit_train_step(setup: Setup, model=None):
 
 
 def default_data(setup: Setup, seed: int):
-    """The configured training iterator for this host."""
+    """The configured training iterator for this host.  Images come out as uint8 (a
+    quarter of float32's bytes to the device); the step normalises them."""
     from clip_jax import data
 
     config = setup.config
+    options = {"uint8_images": True, **config.data.get("options", {})}
     return data.train_iterator(
         config.data.train,
         batch_size=setup.local_batch_size,
@@ -235,7 +237,7 @@ def default_data(setup: Setup, seed: int):
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         context_length=setup.model.config.text.context_length,
-        **config.data.get("options", {}),
+        **options,
     )
 
 

@@ -127,3 +127,28 @@ def test_trimmed_text_trains_exactly_like_full_context():
     np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-5)
     for name, value in results[False][1].items():
         np.testing.assert_allclose(results[True][1][name], value, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_uint8_images_train_like_their_float32_normalisation(accumulation):
+    """Batches cross to the devices as uint8 and are normalised inside the step: the same
+    loss and gradients as the float32 batch the pipeline used to send."""
+    from clip_jax.gradients import make_grad_fn
+    from clip_jax.preprocess import PIXEL_OFFSET, PIXEL_SCALE
+
+    setup = build(tiny_config(accumulation_steps=accumulation))
+    state = setup.init_state(jax.random.key(0, impl="rbg"))
+    tokens = next(SyntheticIterator(16, 32))["tokens"]
+    pixels = np.random.RandomState(0).randint(0, 256, (16, 32, 32, 3)).astype(np.uint8)
+    floats = pixels.astype(np.float32) * PIXEL_SCALE + PIXEL_OFFSET
+    grad_fn = jax.jit(make_grad_fn(setup.model, "softmax", setup.mesh, accumulation))
+    rng = jax.random.PRNGKey(1)
+    results = [grad_fn(state.params, state.batch_stats, global_batch({"images": images, "tokens": tokens}, setup.mesh),
+                       rng) for images in (pixels, floats)]
+    (loss_u, _, _, grads_u), (loss_f, _, _, grads_f) = results
+    assert abs(float(loss_u) - float(loss_f)) <= 1e-5
+    for a, b in zip(jax.tree.leaves(grads_u), jax.tree.leaves(grads_f)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    step_fn = jit_train_step(setup)
+    _, metrics = step_fn(state, global_batch({"images": pixels, "tokens": tokens}, setup.mesh))
+    assert np.isfinite(float(metrics["loss"]))

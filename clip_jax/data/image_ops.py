@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from clip_jax.preprocess import MEAN, STD
+from clip_jax.preprocess import MEAN, PIXEL_OFFSET, PIXEL_SCALE, STD
 
 DEFAULT_RATIO = (3 / 4, 4 / 3)
 JPEG_DCT = "INTEGER_ACCURATE"
@@ -60,11 +60,6 @@ def decode_rgb(data: tf.Tensor) -> tf.Tensor:
 def _to_pixels(image: tf.Tensor) -> tf.Tensor:
     """Float resize output -> the uint8 values PIL would have stored, as float32."""
     return tf.clip_by_value(tf.round(image), 0.0, 255.0)
-
-
-# (x / 255 - MEAN) / STD as one multiply-add per value.
-PIXEL_SCALE = (1.0 / (255.0 * STD.astype(np.float64))).astype(np.float32)
-PIXEL_OFFSET = (-MEAN.astype(np.float64) / STD.astype(np.float64)).astype(np.float32)
 
 
 def normalize(pixels: tf.Tensor) -> tf.Tensor:

@@ -29,7 +29,7 @@ with the batches, like the positions, so `stats()` is exact for the batches deli
 Images: the training crop (image_ops.train_pixels, transform "fast" or "exact") travels
 as uint8; `uint8_images=False` (the default) normalises it with CLIP's mean and std into
 float32 batches, `uint8_images=True` batches the uint8 pixels and leaves that to the
-consumer (clip_jax.data.normalize_images inside the jitted step: a quarter of the bytes
+consumer (clip_jax.preprocess.normalize_images inside the jitted step: a quarter of the bytes
 cross to the device).
 
 tf.data settings: map and interleave use AUTOTUNE parallelism on tf.data's private
@@ -332,7 +332,7 @@ def train_iterator(spec: str, **kwargs) -> TrainIterator:
 
     it = train_iterator("wds:/data/shards-{00000..00099}.tar", batch_size=256, image_size=224, seed=0)
     batch = next(it)  # {"images": float32 [256, 224, 224, 3], "tokens": int32 [256, 77]}
-    # uint8_images=True: "images" are uint8 [256, 224, 224, 3]; normalise with clip_jax.data.normalize_images.
+    # uint8_images=True: "images" are uint8 [256, 224, 224, 3]; normalise with clip_jax.preprocess.normalize_images.
     """
     return TrainIterator(spec, **kwargs)
 
