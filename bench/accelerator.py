@@ -108,7 +108,7 @@ def pipeline_rate(seconds: float) -> tuple[float, int]:
 
     from clip_jax import data
     from clip_jax.data.wds_writer import ShardWriter
-    from data_tools import encode, photo_like
+    from tests.helpers.data import encode, photo_like
 
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as directory:

@@ -60,8 +60,9 @@ def write_set(directory: str, name: str, count: int) -> str:
     """Write one image set as shards in directory/name (reused when complete); returns a brace pattern."""
     import numpy as np
 
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from data_helpers import encode, photo_like
+    if ROOT not in sys.path:  # the tests' photo-like image generator
+        sys.path.insert(0, ROOT)
+    from tests.helpers.data import encode, photo_like
 
     from clip_jax.data.wds_writer import ShardWriter
 

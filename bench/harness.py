@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 from typing import Callable
 
-from clip_jax.host import configure_allocator
+# The repository root, so that benches can use the tests' data generators (tests.helpers).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from clip_jax.host import configure_allocator  # noqa: E402
 
 # Before any thread starts; the same for both frameworks since they share the process.
 # CLIP_JAX_HOST_ALLOCATOR=system measures without it.

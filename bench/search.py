@@ -37,7 +37,6 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
 import harness  # noqa: E402,F401  (allocator and import order first)
 
@@ -48,7 +47,7 @@ DIM = 512
 
 
 def write_photos(folder: str, n: int, size=(640, 480)) -> None:
-    from data_helpers import photo_like
+    from tests.helpers.data import photo_like
     from PIL import Image
 
     os.makedirs(folder, exist_ok=True)

@@ -13,12 +13,12 @@ import platform
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+sys.path.insert(0, os.path.dirname(__file__))
 
-import torchvision  # noqa: F401,E402  (import before anything that loads tensorflow)
+import harness  # noqa: E402,F401  (the import order; the repository root on the path)
 
 from clip_jax.tokenizers.bpe import BPETokenizer  # noqa: E402
-from test_tokenizer import varied_strings  # noqa: E402
+from tests.helpers.text import varied_strings  # noqa: E402
 
 
 def rate(fn, captions) -> float:

@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.options.tokenizer = "bpe"
     # "fast" (reduced-scale JPEG decode, one float resize) or "exact" (the earlier, PIL-like crop).
     config.data.options.train_transform = "fast"
+    # Images cross to the devices as uint8 (a quarter of float32's bytes) and are
+    # normalised inside the train step; False sends normalised float32.
+    config.data.options.uint8_images = True
 
     # "softmax" (gathered), "softmax_ring", "sigmoid" (SigLIP, on the ring); the plain
     # N x N references "softmax_global" and "sigmoid_dense" are for tests and benchmarks.

@@ -223,8 +223,8 @@ def jit_train_step(setup: Setup, model=None):
 
 
 def default_data(setup: Setup, seed: int):
-    """The configured training iterator for this host.  Images come out as uint8 (a
-    quarter of float32's bytes to the device); the step normalises them."""
+    """The configured training iterator for this host (with uint8 images by default:
+    the step normalises them)."""
     from clip_jax import data
 
     config = setup.config

@@ -1,19 +1,8 @@
 """Every shipped config builds (validates and traces shapes) without compiling."""
-import importlib.util
-import os
-
 import pytest
 
 from clip_jax.trainer import build
-
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-
-
-def load(name, arg=None):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+from tests.helpers.runtime import load_config as load
 
 
 @pytest.mark.parametrize("name", ["vit_b32", "vit_b16", "vit_l14", "vit_l14_336", "rn50", "rn101", "rn50x4",

@@ -26,9 +26,9 @@ open_clip = pytest.importorskip("open_clip")
 import clip_jax  # noqa: E402
 from clip_jax.models import get_config, resolve_config  # noqa: E402
 from clip_jax.models.open_clip_config import to_open_clip  # noqa: E402
-from oracles import max_diff, perturb_torch_model, random_inputs  # noqa: E402
+from tests.helpers.oracles import max_diff, perturb_torch_model, random_inputs  # noqa: E402
+from tests.helpers.runtime import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = 1e-4
 # A GELU architecture no registry knows: only its config can say how to build it.
 CUSTOM = {"embed_dim": 24, "act": "gelu",

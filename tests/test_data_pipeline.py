@@ -14,7 +14,7 @@ from clip_jax import data
 from clip_jax.data import image_ops, text_ops
 from clip_jax.preprocess import MEAN, STD, preprocess
 from clip_jax.tokenizers.bpe import default_tokenizer
-from data_helpers import captioned_shards, encode, jpeg, photo_like, truncate, write_tar
+from tests.helpers.data import captioned_shards, encode, jpeg, photo_like, truncate, write_tar
 
 BPE = clip_jax.tokenize
 

@@ -10,12 +10,12 @@ import tensorflow as tf
 
 from clip_jax import data
 from clip_jax.data import sources, spec as spec_lib
-from data_helpers import captioned_shards, jpeg, truncate, write_tar
+from tests.helpers.data import captioned_shards, jpeg, truncate, write_tar
+from tests.helpers.runtime import load_file
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "data"))
-import build_wds  # noqa: E402
-import inspect_shards  # noqa: E402
-import make_demo_shards  # noqa: E402
+build_wds = load_file("data/build_wds.py")
+inspect_shards = load_file("data/inspect_shards.py")
+make_demo_shards = load_file("data/make_demo_shards.py")
 
 
 def read_all(spec):

@@ -4,8 +4,8 @@ import json
 import os
 import subprocess
 import sys
+from tests.helpers.runtime import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(*args, timeout=600):

@@ -5,7 +5,7 @@ import pytest
 import clip_jax
 from clip_jax import data
 from clip_jax.evaluation import features as features_lib
-from eval_helpers import folder_dataset, retrieval_dataset
+from tests.helpers.evaluation import folder_dataset, retrieval_dataset
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +77,12 @@ def test_equal_inputs_get_equal_features(tiny, tmp_path):
     """With texts (retrieval), each distinct caption is encoded once and a repeated image
     takes its first copy's features: equal inputs give bitwise-equal features, across
     batches. Every feature still equals plain per-item encoding."""
-    import realistic_data
+    from tests.helpers import realistic
 
     model, variables = tiny
-    items = realistic_data.captioned_items(48, seed=1, duplicate_share=0.25)
-    assert sum(i.duplicate_of is not None for i in items) >= 3 and realistic_data.describe(items)["uncaptioned"]
-    spec = realistic_data.write_shards(str(tmp_path), items)
+    items = realistic.captioned_items(48, seed=1, duplicate_share=0.25)
+    assert sum(i.duplicate_of is not None for i in items) >= 3 and realistic.describe(items)["uncaptioned"]
+    spec = realistic.write_shards(str(tmp_path), items)
     feats = features_lib.extract(model, variables, data.eval_batches(spec, batch_size=8, image_size=32), texts=True,
                                  text_chunk=16)
     decoded = np.concatenate([b["images"][b["mask"]] for b in data.eval_batches(spec, batch_size=48, image_size=32)])

@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from clip_jax.evaluation import classification_metrics, retrieval_metrics  # noqa: E402
 from clip_jax.evaluation import linear_probe as lp  # noqa: E402  (the module)
 from clip_jax.evaluation.linear_probe import linear_probe  # noqa: E402
-from eval_helpers import clusters  # noqa: E402
+from tests.helpers.evaluation import clusters  # noqa: E402
 
 
 def test_classification_metrics_match_sklearn(rng):

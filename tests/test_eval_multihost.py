@@ -12,15 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from eval_helpers import _png, class_image, folder_dataset
+from tests.helpers.evaluation import _png, class_image, folder_dataset
+from tests.helpers.runtime import ROOT, free_port, worker
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _captioned_shards(directory: str, images: int = 13) -> str:
@@ -45,13 +39,13 @@ def test_two_processes_match_one(tmp_path):
     model = clip_jax.create_model("tiny-vit")
     checkpoint = clip_jax.export_checkpoint(model, clip_jax.init_variables(model, 0), str(tmp_path / "tiny.safetensors"),
                                             "open_clip")
-    port = str(_free_port())
+    port = str(free_port())
     out = tmp_path / "hosts.npz"
-    commands = [[sys.executable, os.path.join(HERE, "eval_worker.py"), "--checkpoint", str(checkpoint),
-                 "--out", str(out), "--images", images,
-                 "--captions", captions, "--devices", "4", "--num_processes", "2", "--process_id", str(i),
-                 "--port", port, "--cache_dir", str(tmp_path / "cache")] for i in range(2)]
-    workers = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    commands = [worker("evaluate", "--checkpoint", checkpoint, "--out", out, "--images", images, "--captions", captions,
+                       "--devices", "4", "--num_processes", "2", "--process_id", i, "--port", port,
+                       "--cache_dir", tmp_path / "cache") for i in range(2)]
+    workers = [subprocess.Popen(c, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for c in commands]
     try:
         for worker in workers:
             _, stderr = worker.communicate(timeout=240)

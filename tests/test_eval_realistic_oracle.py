@@ -1,4 +1,4 @@
-"""Evaluation against its oracles on realistic data (tests/realistic_data.py): duplicate
+"""Evaluation against its oracles on realistic data (tests/helpers/realistic.py): duplicate
 captions (one boilerplate caption on 17% of the images), duplicate images, greyscale and
 palette PNGs, odd sizes, several captions for some images and none for others.
 
@@ -43,9 +43,9 @@ from clip_jax import data  # noqa: E402
 from clip_jax.evaluation import features as features_lib  # noqa: E402
 from clip_jax.evaluation import linear_probe as lp  # noqa: E402
 from clip_jax.evaluation import run_evals  # noqa: E402
-import realistic_data  # noqa: E402
+from tests.helpers import realistic  # noqa: E402
+from tests.helpers.runtime import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # open_clip's description of clip_jax's "tiny-vit"
 TINY = {"embed_dim": 32, "quick_gelu": True,
         "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
@@ -67,9 +67,9 @@ def fixture(tmp_path_factory):
     """Realistic data, a model trained on it by train.py, its open_clip export, and that
     export loaded in open_clip."""
     root = tmp_path_factory.mktemp("realistic")
-    items = realistic_data.captioned_items(720, seed=0)
-    spec = realistic_data.write_shards(str(root / "shards"), items)
-    folders = {split: realistic_data.class_folder(str(root / split), per_class=n, seed=seed)
+    items = realistic.captioned_items(720, seed=0)
+    spec = realistic.write_shards(str(root / "shards"), items)
+    folders = {split: realistic.class_folder(str(root / split), per_class=n, seed=seed)
                for split, n, seed in (("train", 40, 1), ("val", 15, 2), ("test", 30, 3))}
     workdir = str(root / "workdir")
     _run("train.py", "--config", "configs/demo.py", "--workdir", workdir, f"--config.data.train={spec}",
@@ -87,7 +87,7 @@ def fixture(tmp_path_factory):
 
 
 def test_fixture_is_realistic(fixture):
-    stats = realistic_data.describe(fixture["items"])
+    stats = realistic.describe(fixture["items"])
     print("realistic fixture:", stats)
     assert stats["boilerplate_share"] > 0.15 and stats["largest_duplicate_caption_group"] >= 100
     assert stats["uncaptioned"] > 0 and stats["multi_caption"] > 0 and stats["duplicate_images"] > 0
@@ -248,7 +248,7 @@ def test_equal_inputs_give_bitwise_equal_features(fixture):
 
 def test_zeroshot_agrees_with_clip_benchmark(fixture):
     spec = fixture["folders"]["test"]
-    names = list(realistic_data.COLOURS)
+    names = list(realistic.COLOURS)
     ours = run_evals(fixture["model"], fixture["variables"],
                      [{"name": "z", "task": "zeroshot", "data": spec, "templates": TEMPLATES, "class_names": names,
                        "batch_size": 64}])
@@ -306,6 +306,6 @@ def test_linear_probe_agrees_with_sklearn(fixture, tmp_path):
 
     theirs = _sklearn_probe(features("train"), features("val"), features("test"))
     print("linear probe: clip_jax", {k: round(v, 4) for k, v in ours.items()}, "scikit-learn", theirs)
-    assert 100 / len(realistic_data.COLOURS) + 10 < ours["eval/p/top1"] < 99.5
+    assert 100 / len(realistic.COLOURS) + 10 < ours["eval/p/top1"] < 99.5
     assert ours["eval/p/top1"] == pytest.approx(theirs["top1"], abs=1.0)
     assert ours["eval/p/mean_per_class_recall"] == pytest.approx(theirs["mean_per_class_recall"], abs=1.0)

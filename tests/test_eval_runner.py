@@ -13,9 +13,9 @@ from clip_jax import data
 from clip_jax.evaluation import features as features_lib
 from clip_jax.evaluation import prompts, runner, suites, zeroshot
 from clip_jax.evaluation import run_evals, suite_evals
-from eval_helpers import _png, class_image, folder_dataset, labelled_csv, labelled_wds
+from tests.helpers.evaluation import _png, class_image, folder_dataset, labelled_csv, labelled_wds
+from tests.helpers.runtime import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +142,8 @@ def test_shipped_imagenet_subsets(tmp_path):
     assert checked["label_map"][labels].tolist() == [0, 1, 199] and (checked["label_map"] >= 0).sum() == 200
 
 
-def test_suite_uses_class_subsets(monkeypatch):
-    monkeypatch.setattr(suites, "_prepared", lambda target, data_dir: None)
-    evals, skipped = suite_evals("imagenet_robustness")
+def test_suite_uses_class_subsets():
+    evals, skipped = suite_evals("imagenet_robustness", check_prepared=False)
     by_name = {e["name"]: e for e in evals}
     assert not skipped and by_name["imagenet_a"]["class_subset"] == "imagenet_a"
     assert by_name["imagenet_r"]["class_subset"] == "imagenet_r" and "class_subset" not in by_name["imagenet_v2"]

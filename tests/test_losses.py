@@ -7,13 +7,7 @@ import pytest
 
 from clip_jax.losses import l2_normalize, softmax_loss_dense, softmax_loss_gathered
 from clip_jax.sharding import batch_sharding, make_mesh
-
-
-def embeddings(n=64, e=16, seed=0):
-    rs = np.random.RandomState(seed)
-    image = rs.randn(n, e).astype(np.float32)
-    text = (image + 0.8 * rs.randn(n, e)).astype(np.float32)  # correlated, so accuracies are not trivial
-    return image, text
+from tests.helpers.training import embeddings
 
 
 def reference_loss(image, text, scale):

@@ -12,7 +12,7 @@ from clip_jax.losses import (
     softmax_loss_ring,
 )
 from clip_jax.sharding import batch_sharding, make_mesh
-from test_losses import embeddings
+from tests.helpers.training import embeddings
 
 
 def reference_sigmoid(image, text, scale, bias):

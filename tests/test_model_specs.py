@@ -17,8 +17,8 @@ import clip_jax
 from clip_jax.models import CLIPConfig, TextConfig, VisionConfig, get_config, name_of, resolve_config
 from clip_jax.models.open_clip_config import to_open_clip
 from clip_jax.trainer import build
+from tests.helpers.runtime import ROOT, load_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIMS = {"embed_dim": 48, "act": "gelu",
         "vision": {"image_size": 40, "width": 96, "layers": 2, "patch_size": 8, "head_width": 32, "mlp_ratio": 2.0},
         "text": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2}}
@@ -26,13 +26,6 @@ EXPECTED = CLIPConfig(embed_dim=48, act="gelu",
                       vision=VisionConfig(image_size=40, width=96, layers=2, patch_size=8, head_width=32,
                                           mlp_ratio=2.0),
                       text=TextConfig(context_length=32, vocab_size=49408, width=64, heads=4, layers=2))
-
-
-def load_config(name, arg=None):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
 
 
 def test_the_three_ways_to_name_an_architecture(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 import clip_jax
 from clip_jax.models import LOGIT_SCALE_INIT, MODELS
-from oracles import max_diff, random_inputs
+from tests.helpers.oracles import max_diff, random_inputs
 
 # CLIP_SPEC.md section 1.2: (visual, text + projection, total)
 PARAMETER_COUNTS = {

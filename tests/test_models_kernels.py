@@ -7,8 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from clip_jax.models.kernels import Kernels, select_kernels
+from clip_jax.models.kernels import Kernels, cpu_dense_dot_general, select_kernels
 from clip_jax.models.layers import MultiHeadAttention
+
+DENSE = (((2,), (0,)), ((), ()))  # a dense layer's dot_general: x's last axis against the kernel's first
 
 
 def reference_attention(x, params, heads, causal, query_rows=None):
@@ -92,3 +94,29 @@ def test_create_model_takes_the_attention_option():
     assert create_model("tiny-vit").kernels == select_kernels("auto", jnp.float32, (32, 32))
     with pytest.raises(ValueError, match="attention='cudnn' cannot run here"):
         create_model("tiny-vit", dtype="bfloat16", attention="cudnn")
+
+
+@pytest.mark.parametrize("dtype, tol", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+def test_dense_dot_general_gradients_equal_plain(dtype, tol):
+    rs = np.random.RandomState(0)
+    x = jnp.asarray(rs.randn(3, 7, 16), dtype)
+    w = jnp.asarray(rs.randn(16, 24) * 0.1, dtype)
+    probe = jnp.asarray(rs.randn(3, 7, 24), jnp.float32)
+
+    def loss(dot):
+        return lambda x, w: jnp.sum(jnp.tanh(dot(x, w, DENSE).astype(jnp.float32)) * probe)
+
+    fast = jax.jit(jax.value_and_grad(loss(cpu_dense_dot_general), argnums=(0, 1)))(x, w)
+    plain = jax.jit(jax.value_and_grad(loss(jax.lax.dot_general), argnums=(0, 1)))(x, w)
+    for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(plain)):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(np.float32(a), np.float32(b), rtol=tol, atol=tol)
+    # The CPU path really is the custom one (an optimisation barrier in the backward).
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss(cpu_dense_dot_general), argnums=1))(x, w))
+    assert "optimization_barrier" in jaxpr
+
+
+def test_dense_dot_general_other_forms_are_plain():
+    x, w = jnp.ones((2, 3, 4)), jnp.ones((2, 4, 5))
+    batched = (((2,), (1,)), ((0,), (0,)))
+    np.testing.assert_array_equal(cpu_dense_dot_general(x, w, batched), jax.lax.dot_general(x, w, batched))

@@ -15,8 +15,8 @@ import nbformat
 import numpy as np
 import papermill
 import pytest
+from tests.helpers.runtime import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = os.path.join(ROOT, "notebooks")
 KERNEL = "clip_jax_tests"
 

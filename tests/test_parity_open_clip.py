@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
 import clip_jax  # noqa: E402
-from oracles import max_diff, perturb_torch_model, random_inputs  # noqa: E402
+from tests.helpers.oracles import max_diff, perturb_torch_model, random_inputs  # noqa: E402
 
 TOLERANCE = 1e-4
 

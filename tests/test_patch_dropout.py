@@ -7,7 +7,7 @@ import pytest
 
 import clip_jax
 from clip_jax.models.vit import drop_patches
-from oracles import random_inputs
+from tests.helpers.oracles import random_inputs
 
 
 def test_drop_patches_keeps_class_token_and_order():
@@ -41,7 +41,7 @@ def test_trainer_runs_masked_then_unmasked(tmp_path, caplog):
     import logging
 
     from clip_jax.trainer import train
-    from trainer_helpers import synthetic_data, tiny_config
+    from tests.helpers.training import synthetic_data, tiny_config
 
     caplog.set_level(logging.INFO)
     config = tiny_config(total_steps=4, patch_dropout=0.5, patch_dropout_unmasked_steps=1)

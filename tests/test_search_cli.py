@@ -14,9 +14,9 @@ from PIL import Image
 
 from clip_jax.search import Index
 from clip_jax.search.cli import main
-from search_helpers import CLASSES, corrupt_files, random_checkpoint, shapes_folder, trained_checkpoint
+from tests.helpers.runtime import ROOT, worker
+from tests.helpers.search import CLASSES, corrupt_files, random_checkpoint, shapes_folder, trained_checkpoint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +123,9 @@ def test_resume_after_sigkill(tmp_path, checkpoint, moment):
     index = str(tmp_path / "index")
     args = ["index", root, "--checkpoint", checkpoint, "--index", index, "--no-progress", "--chunk-size", "20",
             "--batch-size", "8"]
-    env = {**os.environ, "XLA_FLAGS": "", "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])}
-    killed = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "search_kill_worker.py"), moment, "3", *args],
-                            env=env, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "XLA_FLAGS": ""}
+    killed = subprocess.run(worker("search_kill", moment, "3", *args), cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
     committed = 3 if moment == "after-commit" else 2

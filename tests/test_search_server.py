@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 
 from clip_jax.search import Index
-from search_helpers import corrupt_files, shapes_folder, trained_checkpoint
+from tests.helpers.search import corrupt_files, shapes_folder, trained_checkpoint
+from tests.helpers.runtime import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECRET = "top secret, never to be served"
 
 

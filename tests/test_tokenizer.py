@@ -4,9 +4,11 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from clip_jax import tokenize
 from clip_jax.tokenizers.bpe import VOCAB_PATH, BPETokenizer, default_tokenizer
+from tests.helpers.text import varied_strings
 
 SPEC_VECTORS = {  # CLIP_SPEC.md section 3, ids including SOT/EOT
     "Hello World!": [49406, 3306, 1002, 256, 49407],
@@ -80,37 +82,6 @@ def test_decode_roundtrip():
     assert tok.decode(tok.encode("a photo of a cat.")).strip() == "a photo of a cat ."
 
 
-def varied_strings(count: int, seed: int = 0) -> list[str]:
-    """Unicode, emoji, CJK, html entities, mojibake, whitespace, long and empty text."""
-    rs = random.Random(seed)
-    pools = [
-        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
-        "0123456789",
-        " \t\n\r\u00a0\u2003",
-        "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~",
-        "àáâãäåæçèéêëìíîïñòóôõöøùúûüýÿßœ",
-        "😀😂🤖🎉👍🏽🇯🇵❤️‍🔥",
-        "東京タワー日本語中文한국어漢字",
-        "العربيةעבריתрусскийελληνικά",
-        "\u0301\u0308\u200d\ufe0f",
-    ]
-    fragments = ["&amp;", "&lt;b&gt;", "&#39;", "&amp;amp;", "cafÃ©", "Ã¢â‚¬â„¢", "'s", "'ll", "'ve",
-                 "don't", "<|endoftext|>", "<|startoftext|>", "http://example.com/a?b=1", "a photo of a {}."]
-    strings = ["", " ", "\n"]
-    while len(strings) < count:
-        parts = []
-        for _ in range(rs.choice([1, 2, 4, 8, 16, 40])):
-            if rs.random() < 0.2:
-                parts.append(rs.choice(fragments))
-            else:
-                pool = rs.choice(pools)
-                parts.append("".join(rs.choice(pool) for _ in range(rs.randint(1, 12))))
-            parts.append(rs.choice(["", " ", " ", "  "]))
-        strings.append("".join(parts))
-    strings.append(" ".join(["supercalifragilistic"] * 200))  # very long
-    return strings
-
-
 def test_identical_to_open_clip_on_10000_varied_strings():
     open_clip = pytest.importorskip("open_clip")
     reference = open_clip.get_tokenizer("ViT-B-32")
@@ -126,3 +97,13 @@ def test_literal_special_token_text_is_ordinary_text():
     the EOT pooling position); open_clip behaves the same way."""
     row = tokenize("a <|endoftext|> b")[0]
     assert (row == 49407).sum() == 1 and (row == 49406).sum() == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(), max_size=400))
+def test_random_unicode_never_crashes_the_tokenizer(text):
+    row = clip_jax.tokenize(text)[0]
+    assert row[0] == 49406
+    end = int(np.argmax(row == 49407))
+    assert row[end] == 49407 and not row[end + 1:].any()
+    assert row.min() >= 0 and row.max() <= 49407

@@ -6,7 +6,7 @@ import pytest
 
 from clip_jax.sharding import global_batch, path_string
 from clip_jax.trainer import build, jit_train_step
-from trainer_helpers import SyntheticIterator, tiny_config
+from tests.helpers.training import SyntheticIterator, tiny_config
 
 
 def run_steps(config, steps=None, poison_at=None):

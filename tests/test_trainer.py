@@ -15,9 +15,9 @@ from clip_jax.train_checkpoints import CheckpointMismatchError
 from clip_jax.optim import decay_mask
 from clip_jax.sharding import path_string
 from clip_jax.trainer import NonFiniteLossError, build, train
-from trainer_helpers import SyntheticIterator, synthetic_data, tiny_config
+from tests.helpers.runtime import ROOT, free_port, worker
+from tests.helpers.training import SyntheticIterator, synthetic_data, tiny_config
 
-HERE = os.path.dirname(__file__)
 
 
 def losses_of(workdir):
@@ -143,17 +143,9 @@ def test_init_from_a_checkpoint_file(tmp_path):
                                   np.asarray(variables["params"]["visual"]["proj"]))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(tmp_path, name, *args):
     out = tmp_path / f"{name}.npz"
-    command = [sys.executable, os.path.join(HERE, "train_worker.py"), "--workdir", str(tmp_path / name),
-               "--out", str(out), *args]
-    return command, out
+    return worker("train", "--workdir", tmp_path / name, "--out", out, *args), out
 
 
 def test_device_layouts_and_processes_give_the_same_training(tmp_path):
@@ -163,13 +155,14 @@ def test_device_layouts_and_processes_give_the_same_training(tmp_path):
     for name, args in [("one", ["--devices", "1"]), ("eight", ["--devices", "8"]),
                        ("fsdp", ["--devices", "8", "--mesh", "data=2,fsdp=4"])]:
         command, out = _worker(tmp_path, name, *args)
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         runs[name] = out
-    port = str(_free_port())
+    port = str(free_port())
     commands = [_worker(tmp_path, "hosts", "--devices", "4", "--num_processes", "2", "--process_id", str(i),
                         "--port", port) for i in range(2)]
-    workers = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c, _ in commands]
+    workers = [subprocess.Popen(c, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for c, _ in commands]
     for worker in workers:
         _, stderr = worker.communicate(timeout=600)
         assert worker.returncode == 0, stderr[-3000:]

@@ -1,7 +1,7 @@
 """Runs the evaluation in its own process, for tests with a fresh JAX runtime: a given
 device count, or several processes joined by jax.distributed on CPU (gloo).
 
-    python tests/eval_worker.py --checkpoint CKPT --out result.npz --images SPEC --captions SPEC \\
+    python -m tests.workers.evaluate --checkpoint CKPT --out result.npz --images SPEC --captions SPEC \\
         --devices 4 [--num_processes 2 --process_id 0 --port 12345] [--cache_dir DIR]
 
 Extracts image features (pre-projection) of --images and image + caption features of
@@ -25,7 +25,7 @@ def main():
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--cache_dir", default="")
     args = parser.parse_args()
-    from worker_runtime import start_jax
+    from tests.helpers.runtime import start_jax
 
     jax = start_jax(args.devices, args.num_processes, args.process_id, args.port)
     import numpy as np

@@ -6,7 +6,7 @@ import pytest
 from clip_jax.gradients import make_grad_fn
 from clip_jax.sharding import global_batch
 from clip_jax.trainer import build, train
-from trainer_helpers import SyntheticIterator, synthetic_data, tiny_config
+from tests.helpers.training import SyntheticIterator, synthetic_data, tiny_config
 
 
 @pytest.mark.parametrize("loss", ["softmax", "sigmoid"])

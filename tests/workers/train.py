@@ -1,7 +1,7 @@
 """Runs a tiny training in its own process, for tests that need a fresh JAX runtime
 (a given device count, or several processes joined by jax.distributed on CPU).
 
-    python tests/train_worker.py --workdir W --out params.npz --devices 8 [--steps 6]
+    python -m tests.workers.train --workdir W --out params.npz --devices 8 [--steps 6]
         [--mesh data=2,fsdp=4] [--num_processes 2 --process_id 0 --port 12345]
 """
 import argparse
@@ -21,14 +21,13 @@ def main():
     parser.add_argument("--process_id", type=int, default=0)
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    from worker_runtime import start_jax
+    from tests.helpers.runtime import start_jax
 
     jax = start_jax(args.devices, args.num_processes, args.process_id, args.port)
     import numpy as np
     from jax.experimental import multihost_utils
 
-    sys.path.insert(0, os.path.dirname(__file__))
-    from trainer_helpers import synthetic_data, tiny_config
+    from tests.helpers.training import synthetic_data, tiny_config
 
     from clip_jax.sharding import path_string
     from clip_jax.trainer import train

@@ -1,8 +1,8 @@
 """Runs `python -m clip_jax.search index ...` and SIGKILLs itself at a chosen moment.
 
-    python tests/search_kill_worker.py after-commit N   ARGS...  # killed right after chunk N's commit
-    python tests/search_kill_worker.py before-commit N  ARGS...  # killed after chunk N's file is in place,
-                                                                 # before its rows are committed
+    python -m tests.workers.search_kill after-commit N   ARGS...  # killed right after chunk N's commit
+    python -m tests.workers.search_kill before-commit N  ARGS...  # killed after chunk N's file is in place,
+                                                                    # before its rows are committed
 The kill is exact (no timing races): the process signals itself from inside the store.
 """
 import os

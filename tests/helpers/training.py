@@ -82,3 +82,10 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
             target = target[p]
         target[leaf] = value
     return config
+
+
+def embeddings(n=64, e=16, seed=0):
+    rs = np.random.RandomState(seed)
+    image = rs.randn(n, e).astype(np.float32)
+    text = (image + 0.8 * rs.randn(n, e)).astype(np.float32)  # correlated, so accuracies are not trivial
+    return image, text
