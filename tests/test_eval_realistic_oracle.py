@@ -52,7 +52,7 @@ TINY = {"embed_dim": 32, "quick_gelu": True,
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
 TEMPLATES = ["a {} shape", "a {} thing on a textured background", "{}"]
 KS = (1, 5, 10)
-TRAIN_STEPS = 60
+TRAIN_STEPS = 120
 
 
 def _run(*args, timeout=900):

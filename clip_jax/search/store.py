@@ -257,7 +257,9 @@ class Store:
     def _next_chunk(self) -> int:
         return (self.db.execute("SELECT MAX(id) FROM chunks").fetchone()[0] or 0) + 1
 
-    def _write_chunk(self, vectors: np.ndarray) -> tuple[int, str]:
+    def write_chunk_file(self, vectors: np.ndarray) -> tuple[int, str]:
+        """Write the next chunk's vectors durably (atomically, fsynced), not yet committed:
+        until its rows are, a crash leaves an orphan file that the next writer removes."""
         chunk = self._next_chunk()
         name = chunk_name(chunk)
         data = np.ascontiguousarray(vectors, dtype=self.dtype)
@@ -271,7 +273,7 @@ class Store:
             raise ValueError(f"{len(entries)} entries, {len(sizes)} sizes and {len(vectors)} vectors")
         if not len(entries):
             return
-        chunk, name = self._write_chunk(vectors)
+        chunk, name = self.write_chunk_file(vectors)
         with self.db:
             paths = [(e.path,) for e in entries]
             self.db.executemany("DELETE FROM images WHERE path = ?", paths)
@@ -322,7 +324,7 @@ class Store:
         for start in range(0, len(live), chunk_rows):
             part = live[start : start + chunk_rows]
             vectors = np.stack([arrays.setdefault(f, self._chunk(f, n))[row] for _, f, n, row in part])
-            chunk, name = self._write_chunk(vectors)
+            chunk, name = self.write_chunk_file(vectors)
             with self.db:  # the chunk row alone: a crash before the moves leaves it unreferenced but harmless
                 self.db.execute("INSERT INTO chunks (id, file, rows) VALUES (?, ?, ?)", (chunk, name, len(part)))
             moves += [(chunk, row, image_id) for row, (image_id, _, _, _) in enumerate(part)]

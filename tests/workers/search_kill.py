@@ -14,10 +14,10 @@ from clip_jax.search.cli import main
 
 moment, count, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 calls = {"n": 0}
-write_chunk, add_chunk = store.Store._write_chunk, store.Store.add_chunk
+write_chunk, add_chunk = store.Store.write_chunk_file, store.Store.add_chunk
 
 
-def _write_chunk(self, vectors):
+def write_chunk_file(self, vectors):
     result = write_chunk(self, vectors)
     calls["n"] += 1
     if moment == "before-commit" and calls["n"] == count:
@@ -31,6 +31,6 @@ def _add_chunk(self, *a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-store.Store._write_chunk = _write_chunk
+store.Store.write_chunk_file = write_chunk_file
 store.Store.add_chunk = _add_chunk
 sys.exit(main(args))
