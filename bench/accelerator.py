@@ -190,7 +190,7 @@ def main() -> None:
 
     if left() > 90:
         name, batch = ("tiny-vit", 256) if args.smoke else ("ViT-B/32", 32768)
-        micro = min(args.micro_batch, batch)
+        micro = 64 if args.smoke else min(args.micro_batch, batch)
         compiled, run, _ = train_step_runner(name, batch, dtype, accumulation=batch // micro, remat=True, devices=1)
         seconds = timed(run, 1 if not args.smoke else 2)
         record(f"{name} {batch:,} batch on one device, {batch // micro} micro-batches of {micro}, remat",
