@@ -5,8 +5,9 @@ Read formats (detected from the file's bytes, not its name):
     with or without a 'state_dict' wrapper or DDP 'module.' prefixes, .bin files),
     read as data without torch and without executing anything from the file;
   * safetensors state dicts (open_clip .safetensors) and clip_jax's own files;
-  * Hugging Face CLIPModel folders (config.json + model.safetensors or
-    pytorch_model.bin, sharded or not);
+  * Hugging Face CLIPModel and SiglipModel folders (config.json + model.safetensors or
+    pytorch_model.bin, sharded or not) and big_vision's SigLIP .npz files
+    (clip_jax.convert.siglip);
   * clip_jax training workdirs (the newest checkpoint; parameters only).
 The clip_jax format is one safetensors file: Flax variable paths joined by '/',
 with the architecture as JSON in the file's metadata.
@@ -15,11 +16,12 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from typing import Any, Mapping
 
 import numpy as np
 
-from clip_jax.convert import hf
+from clip_jax.convert import hf, siglip
 from clip_jax.convert.openai import infer_config, state_dict_to_variables, variables_to_state_dict
 from clip_jax.convert.safetensors_io import is_safetensors, load_safetensors, save_safetensors
 from clip_jax.convert.torch_archive import (
@@ -84,6 +86,14 @@ def _describe_unreadable(path: str) -> str:
             f"file or a Hugging Face folder; file starts with {head!r})")
 
 
+def _is_npz(path: str) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return bool(names) and all(n.endswith(".npy") for n in names)
+
+
 def _read_hf_folder(folder: str) -> dict[str, np.ndarray]:
     index = next((os.path.join(folder, f"{w}.index.json") for w in _HF_WEIGHT_FILES
                   if os.path.exists(os.path.join(folder, f"{w}.index.json"))), None)
@@ -126,11 +136,13 @@ def read_checkpoint(path: str, name: str | None = None) -> tuple[CLIPConfig, dic
             return config, variables
         if not os.path.exists(os.path.join(path, "config.json")):
             raise CheckpointFormatError(
-                f"{path}: a directory that is neither a Hugging Face CLIPModel folder (config.json) "
+                f"{path}: a directory that is neither a Hugging Face CLIPModel/SiglipModel folder (config.json) "
                 "nor a clip_jax training workdir (checkpoints/<step>/)"
             )
         config = named or hf.read_config(path)
-        return config, state_dict_to_variables(hf.hf_to_openai(_read_hf_folder(path)), config)
+        sd = _read_hf_folder(path)
+        sd = siglip.pack_qkv(sd) if config.family == "siglip" else hf.hf_to_openai(sd)
+        return config, state_dict_to_variables(sd, config)
     if is_safetensors(path):
         tensors, metadata = load_safetensors(path)
         if metadata.get("format") == NATIVE_FORMAT_TAG:
@@ -141,8 +153,18 @@ def read_checkpoint(path: str, name: str | None = None) -> tuple[CLIPConfig, dic
         sd = tensors
     elif is_torch_zip(path):
         sd = _state_dict_of(load_torch_zip(path), path)
+    elif _is_npz(path):
+        with np.load(path, allow_pickle=False) as arrays:
+            if not siglip.is_big_vision_npz(arrays.files):
+                raise CheckpointFormatError(f"{path}: a NumPy .npz file without big_vision SigLIP parameters "
+                                            f"(img/..., txt/...); holds {arrays.files[:8]}")
+            sd = siglip.npz_to_hf({k: arrays[k] for k in arrays.files})
     else:
         raise CheckpointFormatError(_describe_unreadable(path))
+    if siglip.is_siglip_state_dict(sd):
+        sd = siglip.pack_qkv(sd)
+        config = named or siglip.infer_config(sd)
+        return config, state_dict_to_variables(sd, config)
     if hf.is_hf_state_dict(sd):
         sd = hf.hf_to_openai(sd)
     config = named or infer_config(sd)
@@ -173,6 +195,8 @@ def export_checkpoint(model: CLIP, variables: Mapping, path: str, format: str = 
                          {"format": NATIVE_FORMAT_TAG, "config": model.config.to_json()})
         return path
     if format == "open_clip":
+        if model.config.family == "siglip":
+            raise ValueError("SigLIP models export as 'hf' (a SiglipModel folder) or 'clip_jax', not 'open_clip'")
         sd = variables_to_state_dict(variables, model.config)
         if path.endswith(".safetensors"):
             save_safetensors(path, sd, {"format": "pt"})
@@ -186,7 +210,8 @@ def export_checkpoint(model: CLIP, variables: Mapping, path: str, format: str = 
             raise ValueError(f"open_clip export path {path!r} must end in .safetensors, .pt, .pth or .bin")
         return path
     if format == "hf":
-        sd = hf.openai_to_hf(variables_to_state_dict(variables, model.config))
+        sd = variables_to_state_dict(variables, model.config)
+        sd = siglip.unpack_qkv(sd) if model.config.family == "siglip" else hf.openai_to_hf(sd)
         os.makedirs(path, exist_ok=True)
         hf.write_config(path, model.config, float(np.asarray(variables["params"]["logit_scale"])))
         save_safetensors(os.path.join(path, "model.safetensors"), sd, {"format": "pt"})
