@@ -15,12 +15,15 @@
   sometimes runs the vertical pass first, and then edges and noise can differ by more
   (tests/test_data_pipeline.py measures it).  JPEGs use the accurate integer IDCT, as PIL.
   Then CLIP's mean and std.
+- `style="siglip"` (a SigLIP model's family): evaluation resizes the whole image to
+  size x size (no crop, as transformers' SiglipImageProcessor), and both transforms
+  normalise to [-1, 1] (clip_jax.preprocess.NORMALIZATION).
 """
 from __future__ import annotations
 
 import tensorflow as tf
 
-from clip_jax.preprocess import MEAN, STD
+from clip_jax.preprocess import NORMALIZATION, check_style
 
 DEFAULT_RATIO = (3 / 4, 4 / 3)
 JPEG_DCT = "INTEGER_ACCURATE"
@@ -49,12 +52,15 @@ def _to_pixels(image: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(tf.round(image), 0.0, 255.0)
 
 
-def normalize(pixels: tf.Tensor) -> tf.Tensor:
-    """[0, 255] float -> CLIP-normalised float32."""
-    return (pixels / 255.0 - tf.constant(MEAN)) / tf.constant(STD)
+def normalize(pixels: tf.Tensor, style: str = "clip") -> tf.Tensor:
+    """[0, 255] float -> float32 normalised for `style` (CLIP's mean and std, or SigLIP's [-1, 1])."""
+    check_style(style)
+    mean, std = NORMALIZATION[style]
+    return (pixels / 255.0 - tf.constant(mean)) / tf.constant(std)
 
 
-def train_image(data: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), ratio=DEFAULT_RATIO) -> tf.Tensor:
+def train_image(data: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), ratio=DEFAULT_RATIO,
+                style: str = "clip") -> tf.Tensor:
     """Random resized crop of encoded bytes -> float32 [size, size, 3], normalised."""
 
     def window(shape):
@@ -82,13 +88,17 @@ def train_image(data: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), r
 
     crop = tf.cond(is_jpeg(data), from_jpeg, from_other)
     crop.set_shape([None, None, 3])
-    return normalize(resize_like_pil(crop, tf.constant(size), tf.constant(size)))
+    return normalize(resize_like_pil(crop, tf.constant(size), tf.constant(size)), style)
 
 
-def eval_image(data: tf.Tensor, size: int) -> tf.Tensor:
-    """Resize shorter side + centre crop of encoded bytes -> float32 [size, size, 3], normalised."""
+def eval_image(data: tf.Tensor, size: int, style: str = "clip") -> tf.Tensor:
+    """Encoded bytes -> float32 [size, size, 3], normalised: CLIP's shorter side + centre
+    crop, or SigLIP's resize of the whole image."""
     image = decode_rgb(data)
-    return normalize(resize_and_center_crop(image, size))
+    if style == "siglip":
+        resized = tf.ensure_shape(resize_like_pil(image, tf.constant(size), tf.constant(size)), [size, size, 3])
+        return normalize(resized, style)
+    return normalize(resize_and_center_crop(image, size), style)
 
 
 def resize_like_pil(image: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:

@@ -11,6 +11,9 @@ Two kinds, named by the model config's `text.tokenizer`:
   text: big_vision's `lower` op, transformers' `Siglip2Tokenizer`; the `GemmaTokenizerFast`
   of transformers 4.x does not lower-case), encode, append "<eos>", pad with "<pad>".
 
+A third kind, "sentencepiece", is any SentencePiece model used as it is (for training a
+model on a vocabulary of one's own): its ids, EOS when the model defines one, zero padding.
+
 Every row is padded to the full context length (64 for the published models), as the
 models were trained: their text tower reads the last position and has no padding mask,
 so a shorter row is a different input.  Over-long texts keep their first ids and the
@@ -28,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-KINDS = ("siglip", "gemma")
+KINDS = ("siglip", "gemma", "sentencepiece")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _WORD_START = "\u2581"  # SentencePiece's "▁"
 
@@ -52,15 +55,18 @@ class SentencePieceTokenizer:
         except (RuntimeError, OSError) as error:
             raise ValueError(f"{model_file}: not a SentencePiece model ({error})") from None
         self.vocab_size = plain.get_piece_size()
+        self._processor = plain
         if kind == "siglip":
             self._processor = _without_dummy_prefix(proto)
             self.eos_id = self.pad_id = self._piece_id(plain, "</s>")
             self._unk_prefix = "<unk>"
             self._unk_length = len(self._processor.encode(self._unk_prefix))
-        else:
-            self._processor = plain
+        elif kind == "gemma":
             self.eos_id = self._piece_id(plain, "<eos>")
             self.pad_id = self._piece_id(plain, "<pad>")
+        else:
+            self.eos_id = plain.eos_id() if plain.eos_id() >= 0 else None
+            self.pad_id = 0
 
     def _piece_id(self, processor, piece: str) -> int:
         index = processor.piece_to_id(piece)
@@ -73,6 +79,8 @@ class SentencePieceTokenizer:
         """The ids of one text, without EOS or padding."""
         if self.kind == "gemma":
             return self._processor.encode(text.lower())
+        if self.kind == "sentencepiece":
+            return self._processor.encode(text)
         text = _WORD_START + text.replace(_WORD_START, " ")
         text = "".join(character.lower() for character in text)  # as transformers: one character at a time
         text = re.sub(r"\s+", " ", text.translate(_PUNCTUATION)).strip()
@@ -86,7 +94,8 @@ class SentencePieceTokenizer:
         for row, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts must be strings; item {row} is {type(text).__name__}: {text!r:.80}")
-            ids = self.encode(text)[: self.context_length - 1] + [self.eos_id]
+            ids = self.encode(text)
+            ids = ids[: self.context_length - 1] + [self.eos_id] if self.eos_id is not None else ids[: self.context_length]
             result[row, : len(ids)] = ids
         return result
 
