@@ -100,12 +100,13 @@ def resolve(model_or_config, given=None) -> Tokenizer:
     if given is None or callable(given):
         return given if given is not None else load_tokenizer(config)
     given = os.fspath(given)
-    if given == "bpe" or given.partition(":")[0] in KINDS:
-        tokenizer = from_spec(given, config.text.context_length)
-        if config.family == "siglip":
-            if tokenizer.kind != config.text.tokenizer:
-                raise ValueError(f"tokenizer {given!r} is a {tokenizer.kind!r} tokenizer but the model was trained "
-                                 f"with the {config.text.tokenizer!r} one")
-            check_vocabulary(tokenizer, config)
-        return tokenizer
-    return load_tokenizer(config, given)
+    kind = "bpe" if given == "bpe" else given.partition(":")[0]
+    if kind not in ("bpe",) + KINDS:
+        return load_tokenizer(config, given)
+    if config.family == "siglip" and kind != config.text.tokenizer:
+        raise ValueError(f"tokenizer {given!r} is a {kind!r} tokenizer but the model was trained with the "
+                         f"{config.text.tokenizer!r} one")
+    tokenizer = from_spec(given, config.text.context_length)
+    if config.family == "siglip":
+        check_vocabulary(tokenizer, config)
+    return tokenizer
