@@ -21,6 +21,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from clip_jax.models.config import CLIPConfig
+
 STATE, DATA, META = "state", "data", "meta"
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -86,8 +88,6 @@ def abstract_with_shardings(tree, shardings):
 
 
 def _config_of(saved: dict | None):
-    from clip_jax.models.config import CLIPConfig
-
     try:
         return CLIPConfig.from_dict(saved)
     except (KeyError, TypeError, ValueError):

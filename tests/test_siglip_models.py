@@ -64,9 +64,14 @@ def test_parameter_counts_equal_transformers(name):
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def initial():
     model = clip_jax.create_model("tiny-siglip")
-    variables = clip_jax.init_variables(model, seed=0)
+    return model, clip_jax.init_variables(model, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny(initial):
+    model, variables = initial
     leaves, tree = jax.tree.flatten(variables)
     keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
     variables = jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(k, x.shape) if x.ndim else x
@@ -77,11 +82,14 @@ def tiny():
     return model, variables, images, tokens
 
 
-def test_initial_temperature_and_bias(tiny):
-    model, _, _, _ = tiny
-    params = clip_jax.init_variables(model)["params"]
+def test_initial_temperature_and_bias(initial):
+    model, variables = initial
+    params = variables["params"]
     assert float(params["logit_scale"]) == pytest.approx(np.log(10.0)) and float(params["logit_bias"]) == -10.0
-    assert "logit_bias" in clip_jax.init_variables(clip_jax.create_model("tiny-siglip", logit_bias_init=None))["params"]
+    assert not np.any(params["visual"]["conv1"]["bias"]) and params["visual"]["head"]["probe"].shape == (1, 1, 64)
+    # The blocks of a scanned stack are initialised independently.
+    kernel = np.asarray(params["text"]["transformer"]["blocks"]["attn"]["in_proj"]["kernel"])
+    assert not np.allclose(kernel[0], kernel[1])
 
 
 def test_pooled_last_text_block_equals_the_full_block(tiny):
@@ -130,11 +138,12 @@ def test_bfloat16_and_remat_match_float32(tiny):
 def test_patch_dropout_keeps_a_subset_of_patches(tiny):
     model, variables, images, tokens = tiny
     dropping = clip_jax.create_model(model.config, patch_dropout=0.5)
-    out = dropping.apply(variables, images, train=True, rngs={"patch_dropout": jax.random.PRNGKey(0)},
-                         method=type(dropping).encode_image)
+    out = jax.jit(lambda v, x: dropping.apply(v, x, train=True, rngs={"patch_dropout": jax.random.PRNGKey(0)},
+                                              method="encode_image"))(variables, images)
     assert out.shape == (3, 64) and np.isfinite(np.asarray(out)).all()
-    np.testing.assert_allclose(dropping.apply(variables, images, method=type(dropping).encode_image),
-                               model.apply(variables, images, method=type(model).encode_image), rtol=1e-6, atol=1e-6)
+    # Without train=True nothing is dropped.
+    np.testing.assert_allclose(clip_jax.encode_image(dropping, variables, images),
+                               clip_jax.encode_image(model, variables, images), rtol=1e-6, atol=1e-6)
 
 
 def test_config_checks():

@@ -135,15 +135,23 @@ def run(*args):
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 
-def test_eval_py_and_demo_on_a_siglip_folder(tiny_folder, tmp_path):
+def test_eval_py_on_a_siglip_folder(tiny_folder, tmp_path):
     output = tmp_path / "r.json"
     done = run("eval.py", "--checkpoint", str(tiny_folder), "--data", "demo:heldout?n=16", "--batch_size", "8",
                "--output", str(output))
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(output.read_text())["metrics"]["examples"] == 16
-    done = run("-m", "clip_jax.demo", "--checkpoint", str(tiny_folder))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "top-1 accuracy" in done.stdout
+
+def test_demo_on_a_siglip_folder(tiny_folder, monkeypatch, capsys):
+    from clip_jax import demo
+
+    monkeypatch.setattr(sys, "argv", ["demo", "--checkpoint", str(tiny_folder)])
+    demo.main()
+    assert "top-1 accuracy" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["demo", "--model", "tiny-siglip"])
+    with pytest.raises(SystemExit):
+        demo.main()
+    assert "needs its SentencePiece tokenizer: pass --checkpoint" in capsys.readouterr().err
 
 
 def load_config(arg):
