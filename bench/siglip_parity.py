@@ -19,9 +19,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
-import torchvision  # noqa: F401,E402  (import before anything that loads tensorflow)
-
 import numpy as np  # noqa: E402
+import torchvision  # noqa: F401,E402  (import before anything that loads tensorflow)
 
 
 def main() -> None:
@@ -31,11 +30,11 @@ def main() -> None:
 
     import torch
     import transformers
+    from test_siglip_parity import hf_outputs, inputs, ours, reference_model
 
     import clip_jax
     from clip_jax.convert.openai import state_dict_to_variables
     from clip_jax.convert.siglip import pack_qkv
-    from test_siglip_parity import hf_outputs, inputs, ours, reference_model
 
     print(f"{platform.machine()} CPU, {os.cpu_count()} cores; transformers {transformers.__version__}, "
           f"torch {torch.__version__}")

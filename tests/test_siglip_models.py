@@ -34,8 +34,8 @@ def test_registered_names():
     for name in SIGLIP_NAMES:
         config = MODELS[name]
         assert config.act == "gelu_tanh" and config.layer_norm_eps == 1e-6 and config.embed_dim == config.vision.width
-        siglip2 = name.startswith("siglip2")
-        assert (config.text.vocab_size, config.text.tokenizer) == ((256_000, "gemma") if siglip2 else (32_000, "siglip"))
+        text = (256_000, "gemma") if name.startswith("siglip2") else (32_000, "siglip")
+        assert (config.text.vocab_size, config.text.tokenizer) == text
         # SigLIP so400m/14 at 224 px was trained on 16-token texts; every other model on 64.
         assert config.text.context_length == (16 if name == "siglip-so400m-patch14-224" else 64)
         assert clip_jax.models.name_of(config) == name

@@ -17,9 +17,10 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from oracles import max_diff, perturb_torch_model  # noqa: E402
+
 import clip_jax  # noqa: E402
 from clip_jax.convert.siglip import config_to_hf  # noqa: E402
-from oracles import max_diff, perturb_torch_model  # noqa: E402
 
 TOLERANCE = 1e-4
 # name -> depth of both towers in the test (full widths, heads, MLPs, positions, vocabulary)
@@ -265,3 +266,21 @@ def test_siglip2_folder_config_is_registered(tmp_path):
     (tmp_path / "tokenizer.model").write_bytes(b"")
     assert hf.read_config(str(tmp_path)) == config and config.text.tokenizer == "gemma"
     assert clip_jax.models.name_of(config) == "siglip2-base-patch16-256"
+
+
+def test_convert_command_line_npz_to_folder(tmp_path, capsys):
+    """`python -m clip_jax.convert X.npz DIR --to hf`: a big_vision file becomes a folder
+    transformers loads with the same tensors; open_clip export is refused by name."""
+    from clip_jax.convert.__main__ import main
+
+    config = clip_jax.get_config("tiny-siglip")
+    reference = reference_model(config, seed=5)
+    state = {k: v.detach().numpy().copy() for k, v in reference.state_dict().items()}
+    np.savez(tmp_path / "tiny.npz", **to_big_vision(state, config))
+    assert main([str(tmp_path / "tiny.npz"), str(tmp_path / "hf"), "--to", "hf"]) == 0
+    assert "tiny-siglip" in capsys.readouterr().out
+    loaded = transformers.SiglipModel.from_pretrained(str(tmp_path / "hf"))
+    for key, value in loaded.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), state[key], err_msg=key)
+    assert main([str(tmp_path / "tiny.npz"), str(tmp_path / "oc.safetensors"), "--to", "open_clip"]) == 2
+    assert "SigLIP models export as 'hf' (a SiglipModel folder) or 'clip_jax'" in capsys.readouterr().err

@@ -13,12 +13,16 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
+from siglip_helpers import train_sentencepiece
 
 import clip_jax
 from clip_jax.evaluation import run_evals
-from clip_jax.evaluation.zeroshot import (DEFAULT_TEMPLATES, classifier_weights, default_templates,
-                                          zero_shot_probabilities)
-from siglip_helpers import train_sentencepiece
+from clip_jax.evaluation.zeroshot import (
+    DEFAULT_TEMPLATES,
+    classifier_weights,
+    default_templates,
+    zero_shot_probabilities,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -121,9 +125,12 @@ def test_run_evals_on_a_siglip_model(tiny_folder, tmp_path):
     retrieval = {"name": "r", "task": "retrieval", "data": "demo:heldout?n=24", "batch_size": 8}
     with pytest.raises(ValueError, match="evaluation 'z': this model uses the 'siglip' SentencePiece tokenizer"):
         run_evals(model, variables, [zeroshot])
-    results = run_evals(model, variables, [zeroshot, retrieval], tokenizer=str(tiny_folder))
+    probe = {"name": "p", "task": "linear_probe", "data": "demo:heldout?n=24", "train_data": "demo:val?n=48",
+             "batch_size": 8, "lambda": 1.0}
+    results = run_evals(model, variables, [zeroshot, retrieval, probe], tokenizer=str(tiny_folder))
     assert results["eval/z/examples"] == 24 and 0 <= results["eval/z/top1"] <= 100
     assert 0 <= results["eval/r/image_to_text_recall@1"] <= results["eval/r/image_to_text_recall@5"] <= 100
+    assert 0 <= results["eval/p/top1"] <= 100
     spec_tokenizer = run_evals(model, variables, [{**zeroshot, "tokenizer": f"siglip:{tiny_folder}"}])
     assert spec_tokenizer["eval/z/top1"] == results["eval/z/top1"]
     with pytest.raises(ValueError, match="is a 'gemma' tokenizer but the model was trained with the 'siglip' one"):
@@ -155,7 +162,8 @@ def test_demo_on_a_siglip_folder(tiny_folder, monkeypatch, capsys):
 
 
 def load_config(arg):
-    spec = importlib.util.spec_from_file_location("siglip_finetune", os.path.join(ROOT, "configs", "siglip_finetune.py"))
+    path = os.path.join(ROOT, "configs", "siglip_finetune.py")
+    spec = importlib.util.spec_from_file_location("siglip_finetune", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(arg)

@@ -27,14 +27,13 @@ import numpy as np
 from clip_jax.convert.openai import Row
 from clip_jax.convert.safetensors_io import contiguous
 from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
+from clip_jax.tokenizers import MODEL_FILES
 
 SUPPORTED_MODEL_TYPES = ("siglip",)
 HF_MODEL_TYPES = ("siglip", "siglip2")
 SUPPORTED = ("SigLIP and SigLIP 2 FixRes checkpoints: Hugging Face SiglipModel folders (model_type 'siglip') "
              "and big_vision .npz files")
 HF_ACTIVATION = "gelu_pytorch_tanh"
-# SentencePiece model file names in Hugging Face folders, per tokenizer kind.
-TOKENIZER_FILES = {"siglip": "spiece.model", "gemma": "tokenizer.model"}
 GEMMA_VOCAB = 256_000
 _PACKED = "self_attn.in_proj."
 _QKV = re.compile(r"^(.*)\.self_attn\.([qkv])_proj\.(weight|bias)$")
@@ -47,7 +46,8 @@ def _block_rows(hf_prefix: str, flax_path: tuple[str, ...], layers: int) -> Iter
     blocks = flax_path + ("transformer", "blocks")
     for i in range(layers):
         p = f"{hf_prefix}.encoder.layers.{i}."
-        for hf_name, flax_name in (("self_attn.in_proj", ("attn", "in_proj")), ("self_attn.out_proj", ("attn", "out_proj")),
+        for hf_name, flax_name in (("self_attn.in_proj", ("attn", "in_proj")),
+                                   ("self_attn.out_proj", ("attn", "out_proj")),
                                    ("mlp.fc1", ("mlp", "c_fc")), ("mlp.fc2", ("mlp", "c_proj"))):
             yield Row(p + hf_name + ".weight", "params", blocks + flax_name + ("kernel",), "linear", i)
             yield Row(p + hf_name + ".bias", "params", blocks + flax_name + ("bias",), layer=i)
@@ -137,9 +137,10 @@ def unpack_qkv(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def check_model_type(hf: Mapping, source: str) -> None:
     model_type = hf.get("model_type")
     if model_type == "siglip2":
+        patches = (hf.get("vision_config") or {}).get("num_patches")
         raise ValueError(
             f"{source}: model_type 'siglip2' is Hugging Face's Siglip2Model, SigLIP 2's NaFlex variant (variable "
-            f"resolution and aspect ratio, vision_config.num_patches={hf.get('vision_config', {}).get('num_patches')}), "
+            f"resolution and aspect ratio, vision_config.num_patches={patches}), "
             f"which clip_jax does not support. Supported: {SUPPORTED} (e.g. google/siglip2-base-patch16-224)")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ValueError(f"{source}: model_type {model_type!r} is not a SigLIP model. Supported: {SUPPORTED}")
@@ -191,8 +192,8 @@ def config_from_hf(hf: Mapping, source: str = "config.json", tokenizer: str | No
 
 def folder_tokenizer_kind(folder: str) -> str | None:
     """The tokenizer kind a Hugging Face folder ships (by its SentencePiece file), if any."""
-    for kind, name in TOKENIZER_FILES.items():
-        if os.path.exists(os.path.join(folder, name)):
+    for kind in ("siglip", "gemma"):
+        if os.path.exists(os.path.join(folder, MODEL_FILES[kind])):
             return kind
     return None
 
@@ -253,10 +254,11 @@ def match_registered(config: CLIPConfig) -> CLIPConfig:
     return config
 
 
-def infer_config(state_dict: Mapping[str, np.ndarray], tokenizer: str | None = None) -> CLIPConfig:
+def infer_config(state_dict: Mapping[str, np.ndarray]) -> CLIPConfig:
     """The architecture of a SigLIP state dict (Hugging Face names, q/k/v packed) from its
     shapes.  Heads and the exact image size come from the registered model with the same
-    shapes; other shapes get 64-wide heads and grid x patch pixels."""
+    shapes; other shapes get 64-wide heads and grid x patch pixels.  The tokenizer kind
+    follows the vocabulary (SigLIP 2's Gemma has 256,000 tokens)."""
     from clip_jax.models.registry import MODELS
 
     try:
@@ -286,13 +288,13 @@ def infer_config(state_dict: Mapping[str, np.ndarray], tokenizer: str | None = N
         text=TextConfig(context_length=text_positions.shape[0], vocab_size=vocab, width=text_width,
                         heads=max(1, text_width // 64), layers=depth("text_model"),
                         mlp_ratio=text_fc.shape[0] / text_width,
-                        tokenizer=tokenizer or ("gemma" if vocab == GEMMA_VOCAB else "siglip")),
+                        tokenizer="gemma" if vocab == GEMMA_VOCAB else "siglip"),
         act="gelu_tanh",
         family="siglip",
     )
-    signature = _signature(inferred)
+    signature = (_signature(inferred), inferred.text.tokenizer)
     for known in MODELS.values():
-        if known.family == "siglip" and _signature(known) == signature and known.text.tokenizer == inferred.text.tokenizer:
+        if known.family == "siglip" and (_signature(known), known.text.tokenizer) == signature:
             return known
     return inferred
 

@@ -297,8 +297,8 @@ class TrainIterator:
         usable = tf.equal(fault, FAULT_NONE)
         image = tf.cond(
             usable,
-            lambda: image_ops.train_image(raw["image"], self.image_size, tf.random.experimental.stateless_fold_in(seed, 1), self.crop_scale,
-                                          style=self.image_style),
+            lambda: image_ops.train_image(raw["image"], self.image_size, tf.random.experimental.stateless_fold_in(seed, 1),
+                                          self.crop_scale, style=self.image_style),
             lambda: tf.zeros([self.image_size, self.image_size, 3], tf.float32),
         )
         choice = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 2), 0, tf.maximum(num_captions, 1), tf.int32)
@@ -367,7 +367,8 @@ def eval_batches(
     ds = ds.shard(process_count, process_index).filter(lambda raw: tf.equal(raw["fault"], FAULT_NONE))
 
     def decode(raw):
-        return {"image": image_ops.eval_image(raw["image"], image_size, image_style), "label": tf.cast(raw["label"], tf.int32), "captions": raw["captions"]}
+        return {"image": image_ops.eval_image(raw["image"], image_size, image_style),
+                "label": tf.cast(raw["label"], tf.int32), "captions": raw["captions"]}
 
     ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
     ds = ds.padded_batch(batch_size, padding_values={"image": 0.0, "label": -1, "captions": ""})

@@ -95,7 +95,10 @@ class SentencePieceTokenizer:
             if not isinstance(text, str):
                 raise TypeError(f"texts must be strings; item {row} is {type(text).__name__}: {text!r:.80}")
             ids = self.encode(text)
-            ids = ids[: self.context_length - 1] + [self.eos_id] if self.eos_id is not None else ids[: self.context_length]
+            if self.eos_id is None:
+                ids = ids[: self.context_length]
+            else:
+                ids = ids[: self.context_length - 1] + [self.eos_id]
             result[row, : len(ids)] = ids
         return result
 
