@@ -57,5 +57,6 @@ def create_model(name_or_config: str | CLIPConfig, *, dtype="float32", remat: bo
 
 __all__ = [
     "ATTENTION_CHOICES", "CLIP", "CLIPConfig", "TextConfig", "VisionConfig", "MODELS", "LOGIT_SCALE_INIT",
-    "LOGIT_SCALE_MAX", "available_models", "create_model", "get_config", "name_of",
+    "LOGIT_SCALE_MAX", "SIGLIP_LOGIT_BIAS_INIT", "SIGLIP_LOGIT_SCALE_INIT", "available_models", "create_model",
+    "get_config", "name_of",
 ]
