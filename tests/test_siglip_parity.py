@@ -10,6 +10,7 @@ width], positions [1, n, width], the MAP head's q/k/v separate, `t` and `b`."""
 import dataclasses
 import gc
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -83,7 +84,15 @@ def reference(request, tmp_path_factory):
     state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
     del model
     gc.collect()
-    return request.param, config, folder, images, tokens, expected, state
+    yield request.param, config, folder, images, tokens, expected, state
+    shutil.rmtree(folder, ignore_errors=True)  # hundreds of MB: not left for pytest's retention
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    """tmp_path, emptied after the test (the checkpoints written there are large)."""
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_hf_folder_parity(reference):
@@ -96,26 +105,26 @@ def test_hf_folder_parity(reference):
     assert max(diffs) <= TOLERANCE
 
 
-def test_export_hf_round_trip(reference, tmp_path):
+def test_export_hf_round_trip(reference, scratch):
     """Exported folders load in transformers with every tensor equal to the original, and
     back in clip_jax with every parameter equal."""
     name, config, folder, images, tokens, expected, state = reference
     model, variables = clip_jax.load_checkpoint(str(folder))
-    clip_jax.export_checkpoint(model, variables, str(tmp_path / "out"), "hf")
-    loaded = transformers.SiglipModel.from_pretrained(str(tmp_path / "out")).eval()
+    clip_jax.export_checkpoint(model, variables, str(scratch / "out"), "hf")
+    loaded = transformers.SiglipModel.from_pretrained(str(scratch / "out")).eval()
     theirs = {k: v.numpy() for k, v in loaded.state_dict().items()}
     assert set(theirs) == set(state)
     for key, value in state.items():
         np.testing.assert_array_equal(theirs[key], value, err_msg=key)
     del loaded
-    again, reloaded = clip_jax.load_checkpoint(str(tmp_path / "out"))
+    again, reloaded = clip_jax.load_checkpoint(str(scratch / "out"))
     assert again.config == config
     for a, b in zip(jax_leaves(variables), jax_leaves(reloaded)):
         np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("reference", ["siglip-base-patch16-224"], indirect=True)
-def test_sharded_folder(reference, tmp_path):
+def test_sharded_folder(reference, scratch):
     import safetensors.torch
 
     name, config, folder, images, tokens, expected, state = reference
@@ -126,11 +135,11 @@ def test_sharded_folder(reference, tmp_path):
     for index, part in enumerate(shards, start=1):
         file = f"model-{index:05d}-of-00002.safetensors"
         safetensors.torch.save_file({k: torch.from_numpy(np.ascontiguousarray(state[k])) for k in part},
-                                    str(tmp_path / file), metadata={"format": "pt"})
+                                    str(scratch / file), metadata={"format": "pt"})
         weight_map.update({k: file for k in part})
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    (tmp_path / "config.json").write_text((folder / "config.json").read_text())
-    model, variables = clip_jax.load_checkpoint(str(tmp_path))
+    (scratch / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (scratch / "config.json").write_text((folder / "config.json").read_text())
+    model, variables = clip_jax.load_checkpoint(str(scratch))
     assert max(max_diff(a, b) for a, b in zip(ours(model, variables, images, tokens), expected)) <= TOLERANCE
 
 
@@ -199,10 +208,10 @@ def to_big_vision(state: dict, config, stacked: bool = False) -> dict:
     return {f"params/{k}": np.ascontiguousarray(v) for k, v in out.items()}
 
 
-def test_big_vision_npz(reference, tmp_path):
+def test_big_vision_npz(reference, scratch):
     name, config, folder, images, tokens, expected, state = reference
-    np.savez(tmp_path / "siglip.npz", **to_big_vision(state, config))
-    loaded, variables = clip_jax.load_checkpoint(str(tmp_path / "siglip.npz"))
+    np.savez(scratch / "siglip.npz", **to_big_vision(state, config))
+    loaded, variables = clip_jax.load_checkpoint(str(scratch / "siglip.npz"))
     # An .npz has no config: shapes give everything but the heads and the pixels a patch
     # grid was cut from (384 px at patch 14 is 27 x 27 patches, as 378 px is), which come
     # from the registered model of those shapes.  The shallow test towers match none, so
@@ -215,13 +224,13 @@ def test_big_vision_npz(reference, tmp_path):
     print(f"big_vision .npz {name}: max |image diff| {diffs[0]:.2e}, |text diff| {diffs[1]:.2e}, "
           f"|logit diff| {diffs[2]:.2e}")
     assert max(diffs) <= TOLERANCE
-    np.savez(tmp_path / "stacked.npz", **to_big_vision(state, config, stacked=True))
-    _, stacked = clip_jax.load_checkpoint(str(tmp_path / "stacked.npz"))
+    np.savez(scratch / "stacked.npz", **to_big_vision(state, config, stacked=True))
+    _, stacked = clip_jax.load_checkpoint(str(scratch / "stacked.npz"))
     for a, b in zip(jax_leaves(variables), jax_leaves(stacked)):
         np.testing.assert_array_equal(a, b)
 
 
-def test_published_npz_shapes_get_registered_names(tmp_path):
+def test_published_npz_shapes_get_registered_names():
     """A full-depth .npz of a published shape loads as that name (heads, 384 px with 27 x 27
     patches of 14): checked through the shape inference alone, on zero-filled arrays."""
     from clip_jax.convert import siglip
