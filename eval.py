@@ -1,4 +1,4 @@
-"""Evaluate a CLIP checkpoint: zero-shot classification, retrieval or a linear probe.
+"""Evaluate a CLIP or SigLIP checkpoint: zero-shot classification, retrieval or a linear probe.
 
     python eval.py --checkpoint PATH --task zeroshot --data tfds:cifar10:test --templates cifar10
     python eval.py --checkpoint PATH --task zeroshot --data folder:/data/val \\
@@ -10,7 +10,9 @@
                    [--tfds_data_dir DIR]
 
 PATH: anything clip_jax.load_checkpoint reads (OpenAI .pt, open_clip file, Hugging Face
-folder, clip_jax file) or a training workdir (its newest checkpoint).  SPEC: a dataset
+CLIP or SigLIP folder, big_vision SigLIP .npz, clip_jax file) or a training workdir (its
+newest checkpoint).  SigLIP models need their SentencePiece tokenizer: a Hugging Face
+folder's own is used, else pass --tokenizer FILE_OR_FOLDER.  SPEC: a dataset
 spec string as in training (demo:heldout, folder:/data/val, csv:..., wds:..., tfds:...).
 --templates and --class_names take a shipped key (imagenet, imagenet_simple, and OpenAI's
 lists of the paper's datasets: cifar10, food101, ...; see clip_jax/evaluation/prompts.py),
@@ -37,7 +39,10 @@ flags.DEFINE_enum("task", "zeroshot", ["zeroshot", "retrieval", "linear_probe"],
 flags.DEFINE_string("data", None, "dataset spec string (the test split)")
 flags.DEFINE_string("train_data", None, "linear probe: training split spec")
 flags.DEFINE_string("val_data", None, "linear probe: validation split spec (default: 20% of train)")
-flags.DEFINE_string("templates", "a photo of a {}.", "shipped key, file, or one template with {}")
+flags.DEFINE_string("templates", "", "shipped key, file, or one template with {} (default: the model's, "
+                    "CLIP 'a photo of a {}.', SigLIP 'This is a photo of {}.')")
+flags.DEFINE_string("tokenizer", "", "a SigLIP model's SentencePiece file or folder (default: the checkpoint's "
+                    "folder); CLIP models use CLIP's BPE")
 flags.DEFINE_string("class_names", "", "shipped key or file (default: the dataset's own names)")
 flags.DEFINE_string("class_subset", "", "score only these classes: imagenet_a, imagenet_r or a file of indices")
 flags.DEFINE_bool("check_class_count", True, "the class names must match the dataset's class count")
@@ -64,7 +69,7 @@ def _evaluations() -> tuple[list[dict], dict]:
         raise app.UsageError("--data (a dataset spec) or --suite is required")
     spec = {"name": FLAGS.task, "task": FLAGS.task, "data": FLAGS.data, "batch_size": FLAGS.batch_size}
     if FLAGS.task == "zeroshot":
-        spec.update(templates=FLAGS.templates, class_names=FLAGS.class_names or None,
+        spec.update(templates=FLAGS.templates or None, class_names=FLAGS.class_names or None,
                     class_subset=FLAGS.class_subset or None, check_class_count=FLAGS.check_class_count)
     if FLAGS.task == "linear_probe":
         if not FLAGS.train_data:
@@ -82,6 +87,15 @@ def _table(title: str, metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _tokenizer(model):
+    """--tokenizer, else a SigLIP checkpoint folder's own SentencePiece file (None: the model's default)."""
+    if FLAGS.tokenizer:
+        return FLAGS.tokenizer
+    if model.config.family == "siglip" and os.path.isdir(FLAGS.checkpoint):
+        return FLAGS.checkpoint
+    return None
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -94,7 +108,7 @@ def main(argv):
     checkpoint_id = features.checkpoint_fingerprint(FLAGS.checkpoint) if FLAGS.cache_dir else None
     for spec in evals:
         spec.update(image_size=FLAGS.image_size or None, cache_dir=FLAGS.cache_dir or None, checkpoint_id=checkpoint_id)
-    results = runner.run_evals(model, variables, evals)
+    results = runner.run_evals(model, variables, evals, tokenizer=_tokenizer(model))
     records = []
     for spec in evals:
         prefix = f"eval/{spec['name']}/"

@@ -2,10 +2,12 @@
 
     python -m clip_jax.demo [--model tiny-vit] [--checkpoint PATH]
 
-Without --checkpoint it initialises the named model (random weights: the predictions
-are chance level), writes it as an open_clip checkpoint and reads it back through
-`load_checkpoint`, so the whole public API runs end to end.  Give it a real checkpoint
-(OpenAI .pt, open_clip file, Hugging Face folder) for meaningful predictions.
+Without --checkpoint it initialises the named CLIP model (random weights: the
+predictions are chance level), writes it as an open_clip checkpoint and reads it back
+through `load_checkpoint`, so the whole public API runs end to end.  Give it a real
+checkpoint (OpenAI .pt, open_clip file, Hugging Face CLIP or SigLIP folder) for
+meaningful predictions; a SigLIP model's tokenizer is read from its folder (or
+--tokenizer FILE_OR_FOLDER), and its probabilities are its own sigmoid scores.
 """
 from __future__ import annotations
 
@@ -14,13 +16,11 @@ import os
 import tempfile
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw
 
 import clip_jax
-from clip_jax.evaluation.zeroshot import classifier_weights
+from clip_jax.evaluation.zeroshot import classifier_weights, zero_shot_probabilities
 
 CLASSES = ["red circle", "green square", "blue triangle"]
 TEMPLATES = ["a photo of a {}.", "a drawing of a {}.", "a {} on a white background."]
@@ -46,11 +46,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny-vit", choices=clip_jax.available_models())
     parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--tokenizer", default=None, help="a SigLIP model's SentencePiece file or folder "
+                        "(default: the checkpoint's folder)")
     args = parser.parse_args()
     start = time.time()
     if args.checkpoint:
         model, variables = clip_jax.load_checkpoint(args.checkpoint)
         source = args.checkpoint
+    elif clip_jax.get_config(args.model).family == "siglip":
+        parser.error(f"{args.model} needs its SentencePiece tokenizer: pass --checkpoint (a SigLIP folder)")
     else:
         fresh = clip_jax.create_model(args.model)
         with tempfile.TemporaryDirectory() as folder:
@@ -58,13 +62,13 @@ def main() -> None:
                                               os.path.join(folder, "model.safetensors"), "open_clip")
             model, variables = clip_jax.load_checkpoint(path, name=args.model)
         source = f"{args.model} with random weights (chance-level predictions)"
+    own_folder = model.config.family == "siglip" and os.path.isdir(args.checkpoint or "")
+    tokenizer = args.tokenizer or (args.checkpoint if own_folder else None)
     size = model.config.vision.image_size
-    images = clip_jax.preprocess_batch(synthetic_images(), size)
+    images = clip_jax.preprocess_batch(synthetic_images(), size, style=model.config.family)
     image_features = clip_jax.encode_image(model, variables, images)
-    image_features = image_features / jnp.linalg.norm(image_features, axis=-1, keepdims=True)
-    scale = float(np.exp(np.minimum(variables["params"]["logit_scale"], np.log(100.0))))
-    logits = scale * image_features @ classifier_weights(model, variables, CLASSES, TEMPLATES)
-    probs = np.asarray(jax.nn.softmax(logits, axis=-1))
+    weights = classifier_weights(model, variables, CLASSES, TEMPLATES, tokenizer=tokenizer)
+    probs = zero_shot_probabilities(model, variables, image_features, weights)
     print(f"zero-shot with {source}, {len(TEMPLATES)} prompt templates per class")
     print(f"{'image':<16}" + "".join(f"{c:>16}" for c in CLASSES))
     for truth, row in zip(CLASSES, probs):

@@ -51,7 +51,7 @@ def _embed(model, params, batch_stats, batch, rng):
     variables = {"params": params, **({"batch_stats": batch_stats} if is_resnet else {})}
     images = batch["images"]
     if images.dtype == jnp.uint8:  # the pipeline's uint8 pixels: normalised here, per (micro-)batch
-        images = normalize_images(images, model.dtype)
+        images = normalize_images(images, model.dtype, model.config.family)
     (image, text, _), updates = model.apply(
         variables, images, batch["tokens"], train=True,
         mutable=["batch_stats"] if is_resnet else [], rngs={"patch_dropout": rng},

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from clip_jax.models import CLIP
-from clip_jax.models.text import trim_after_eot
+from clip_jax.models.text import trim_for
 
 
 @functools.lru_cache(maxsize=64)
@@ -35,7 +35,13 @@ def check_tokens(model: CLIP, tokens) -> None:
     limit = model.config.text.context_length
     shape = tuple(np.shape(tokens))
     dtype = np.dtype(getattr(tokens, "dtype", np.int32))
-    if len(shape) != 2 or shape[1] > limit or not np.issubdtype(dtype, np.integer):
+    if model.config.family == "siglip":
+        if len(shape) != 2 or shape[1] != limit or not np.issubdtype(dtype, np.integer):
+            raise ValueError(
+                f"tokens have shape {shape} and dtype {dtype}; expected integer ids [batch, {limit}] padded to the "
+                f"full {limit} positions, as SigLIP was trained: use clip_jax.load_tokenizer(model, PATH)"
+            )
+    elif len(shape) != 2 or shape[1] > limit or not np.issubdtype(dtype, np.integer):
         raise ValueError(
             f"tokens have shape {shape} and dtype {dtype}; expected integer ids [batch, {limit}] "
             "from clip_jax.tokenize"
@@ -49,18 +55,20 @@ def encode_image(model: CLIP, variables, images, project: bool = True) -> jax.Ar
 
 
 def encode_text(model: CLIP, variables, tokens, trim: bool = True) -> jax.Array:
-    """Unnormalised text features [N, embed_dim] of int token ids [N, <=77].
+    """Unnormalised text features [N, embed_dim] of int token ids [N, <=77] (SigLIP:
+    exactly [N, context_length]).
 
-    Host (NumPy) tokens are cut after the batch's last EOT first (`trim_after_eot`):
-    the same features, computed on fewer positions.  Device arrays are used as given."""
+    For CLIP, host (NumPy) tokens are cut after the batch's last EOT first
+    (`trim_after_eot`): the same features, computed on fewer positions.  Device arrays
+    are used as given."""
     check_tokens(model, tokens)
     if trim and isinstance(tokens, (np.ndarray, list)):
-        tokens = trim_after_eot(np.asarray(tokens))
+        tokens = trim_for(model.config, np.asarray(tokens))
     return _jitted(model, "text")(variables, tokens)
 
 
 def init_variables(model: CLIP, seed: int = 0) -> dict:
-    """Freshly initialised variables (OpenAI's initialisation) for `model`."""
+    """Freshly initialised variables (OpenAI's initialisation for CLIP) for `model`."""
     size = model.config.vision.image_size
     images = np.zeros((1, size, size, 3), np.float32)
     tokens = np.zeros((1, model.config.text.context_length), np.int32)

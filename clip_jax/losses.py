@@ -20,14 +20,13 @@ the temperature (and bias) a model trained with it starts from.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec as P
 
-from clip_jax.models import LOGIT_SCALE_INIT
+from clip_jax.models import LOGIT_SCALE_INIT, SIGLIP_LOGIT_BIAS_INIT, SIGLIP_LOGIT_SCALE_INIT
 from clip_jax.sharding import BATCH_AXES
 
 
@@ -239,7 +238,7 @@ class LossSpec:
         return self.fn(image, text, scale, **options)
 
 
-_SIGLIP_SCALE, _SIGLIP_BIAS = math.log(10.0), -10.0  # SigLIP's initial temperature and bias
+_SIGLIP_SCALE, _SIGLIP_BIAS = SIGLIP_LOGIT_SCALE_INIT, SIGLIP_LOGIT_BIAS_INIT  # SigLIP's initial temperature and bias
 # config.loss -> its spec.  "softmax_global" and "sigmoid_dense" are the plain N x N forms
 # (XLA partitions the full logits: per-device memory grows with the global batch squared),
 # kept as references for tests and the memory benchmark, not for training at scale.

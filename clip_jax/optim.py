@@ -28,6 +28,7 @@ NO_DECAY = (
     r"(^|/)bias$",
     r"(^|/)scale$",  # LayerNorm and BatchNorm gains
     r"embedding",  # token, positional and class embeddings
+    r"(^|/)probe$",  # SigLIP's attention-pooling query, a learned embedding too
     r"^logit_scale$",
     r"^logit_bias$",
 )

@@ -1,13 +1,18 @@
-"""CLIP's evaluation transform on PIL images, matching OpenAI's and open_clip's.
+"""The evaluation transforms on PIL images: CLIP's (matching OpenAI's and open_clip's)
+and SigLIP's (matching transformers' SiglipImageProcessor), chosen by `style`, which is
+the model's family (`model.config.family`).
 
-Resize the shorter side to n_px with PIL's (antialiased) bicubic, the longer side to
-int(n_px * long / short); centre crop with torchvision's rounded offsets; convert to RGB
-(after resizing, as OpenAI does, so palette images resize as PIL resizes them); scale
-to [0, 1]; normalise with CLIP's mean and std.  Output is NHWC float32.
+"clip": resize the shorter side to n_px with PIL's (antialiased) bicubic, the longer side
+to int(n_px * long / short); centre crop with torchvision's rounded offsets; convert to
+RGB (after resizing, as OpenAI does, so palette images resize as PIL resizes them); scale
+to [0, 1]; normalise with CLIP's mean and std.
+"siglip": convert to RGB; resize the whole image to n_px x n_px with PIL's bicubic (no
+crop: the aspect ratio is not kept); scale to [-1, 1] (mean and std 0.5).
+Output is NHWC float32.
 
-Also the one definition of that normalisation for uint8 pixels (`PIXEL_SCALE`,
-`PIXEL_OFFSET`): the training pipeline applies it in TensorFlow, and the train step
-applies it with `normalize_images` to uint8 batches inside the jitted step.
+Also the one definition of these normalisations for uint8 pixels (`pixel_affine`): the
+training pipeline applies it in TensorFlow, and the train step applies it with
+`normalize_images` to uint8 batches inside the jitted step.
 """
 from __future__ import annotations
 
@@ -18,21 +23,36 @@ from PIL import Image
 
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
-# (x / 255 - MEAN) / STD as one multiply-add per value.
-PIXEL_SCALE = (1.0 / (255.0 * STD.astype(np.float64))).astype(np.float32)
-PIXEL_OFFSET = (-MEAN.astype(np.float64) / STD.astype(np.float64)).astype(np.float32)
+SIGLIP_MEAN = SIGLIP_STD = np.array([0.5, 0.5, 0.5], np.float32)
+NORMALIZATION = {"clip": (MEAN, STD), "siglip": (SIGLIP_MEAN, SIGLIP_STD)}  # style -> (mean, std)
+STYLES = tuple(NORMALIZATION)
 
 
-def normalize_images(images, dtype="float32"):
-    """uint8 [..., 3] pixels -> (pixels / 255 - MEAN) / STD, computed in float32 with JAX
-    (inside a jitted step), cast to `dtype`."""
+def check_style(style: str) -> None:
+    if style not in NORMALIZATION:
+        raise ValueError(f"unknown preprocessing style {style!r}; valid: {', '.join(STYLES)} (a model's "
+                         "config.family)")
+
+
+def pixel_affine(style: str = "clip") -> tuple[np.ndarray, np.ndarray]:
+    """(scale, offset) [3] with (x / 255 - mean) / std == x * scale + offset: one
+    multiply-add per value, computed in float64 and stored as float32."""
+    check_style(style)
+    mean, std = (v.astype(np.float64) for v in NORMALIZATION[style])
+    return (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
+
+
+def normalize_images(images, dtype="float32", style: str = "clip"):
+    """uint8 [..., 3] pixels -> (pixels / 255 - mean) / std of `style` (a model's family),
+    computed in float32 with JAX (inside a jitted step), cast to `dtype`."""
     import jax.numpy as jnp
 
     if images.dtype != jnp.uint8:
         raise TypeError(f"normalize_images expects uint8 pixels (train_iterator(uint8_images=True)); "
                         f"got {images.dtype}")
+    scale, offset = pixel_affine(style)
     pixels = jnp.asarray(images).astype(jnp.float32)
-    return (pixels * jnp.asarray(PIXEL_SCALE) + jnp.asarray(PIXEL_OFFSET)).astype(dtype)
+    return (pixels * jnp.asarray(scale) + jnp.asarray(offset)).astype(dtype)
 
 
 def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
@@ -54,20 +74,27 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def preprocess(image: Image.Image, image_size: int = 224) -> np.ndarray:
-    """One PIL image -> float32 [image_size, image_size, 3], CLIP-normalised."""
+def preprocess(image: Image.Image, image_size: int = 224, style: str = "clip") -> np.ndarray:
+    """One PIL image -> float32 [image_size, image_size, 3], normalised for `style`."""
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
-    image = center_crop(resize_shorter_side(image, image_size), image_size).convert("RGB")
+    check_style(style)
+    if style == "siglip":
+        image = image.convert("RGB")
+        if image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), Image.BICUBIC)
+    else:
+        image = center_crop(resize_shorter_side(image, image_size), image_size).convert("RGB")
+    mean, std = NORMALIZATION[style]
     pixels = np.asarray(image, dtype=np.float32) / 255.0
-    return (pixels - MEAN) / STD
+    return (pixels - mean) / std
 
 
-def preprocess_batch(images: Iterable[Image.Image], image_size: int = 224) -> np.ndarray:
+def preprocess_batch(images: Iterable[Image.Image], image_size: int = 224, style: str = "clip") -> np.ndarray:
     """PIL images -> float32 NHWC [N, image_size, image_size, 3]."""
-    return np.stack([preprocess(image, image_size) for image in images])
+    return np.stack([preprocess(image, image_size, style) for image in images])
 
 
-def load_image(path: str, image_size: int = 224) -> np.ndarray:
+def load_image(path: str, image_size: int = 224, style: str = "clip") -> np.ndarray:
     with Image.open(path) as image:
-        return preprocess(image, image_size)
+        return preprocess(image, image_size, style)

@@ -21,6 +21,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from clip_jax.models.config import CLIPConfig
+
 STATE, DATA, META = "state", "data", "meta"
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -57,7 +59,8 @@ class Checkpointer:
 
     def check_compatible(self, step: int, meta: dict) -> None:
         saved = self.read_meta(step)
-        if saved.get("model_config") != meta["model_config"]:
+        # Compared as configs: a field added since the checkpoint was saved takes its default.
+        if _config_of(saved.get("model_config")) != _config_of(meta["model_config"]):
             raise CheckpointMismatchError(
                 f"{self.directory} holds a checkpoint (step {step}) of model {saved.get('model')!r} "
                 f"{saved.get('model_config')}, but the config asks for {meta['model']!r} {meta['model_config']}; "
@@ -82,6 +85,13 @@ class Checkpointer:
 
 def abstract_with_shardings(tree, shardings):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+def _config_of(saved: dict | None):
+    try:
+        return CLIPConfig.from_dict(saved)
+    except (KeyError, TypeError, ValueError):
+        return saved
 
 
 def meta_for(model_spec, model_config) -> dict:

@@ -152,6 +152,10 @@ def build(config: ml_collections.ConfigDict) -> Setup:
                                                    config.get("logit_bias_init")))
     if model.patch_dropout and model.config.vision.is_resnet:
         raise ValueError(f"patch_dropout={model.patch_dropout} needs a ViT; {config.model} is a ResNet")
+    if model.config.family == "siglip":  # its tokenizer's kind and vocabulary must be the model's
+        from clip_jax import tokenizers
+
+        tokenizers.resolve(model, config.data.get("options", {}).get("tokenizer", "bpe"))
     steps = total_steps_of(config)
     size = model.config.vision.image_size
     images = jnp.zeros((1, size, size, 3), jnp.float32)
@@ -188,8 +192,10 @@ def train_step(state: TrainState, batch: dict, options: StepOptions) -> tuple[Tr
     loss, metrics, batch_stats, grads = grad_fn(state.params, state.batch_stats, batch, rng)
     updates, opt_state = options.optimizer.update(grads, state.opt_state, state.params)
     params = flax.core.unfreeze(jax.tree.map(lambda p, u: p + u, state.params, updates))
-    # The paper's cap: the logits are never scaled by more than 100.
-    params["logit_scale"] = jnp.clip(params["logit_scale"], 0.0, LOGIT_SCALE_MAX)
+    if options.model.config.family == "clip":
+        # The paper's cap: the logits are never scaled by more than 100 (SigLIP has none:
+        # its released models have scales above 100).
+        params["logit_scale"] = jnp.clip(params["logit_scale"], 0.0, LOGIT_SCALE_MAX)
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(grads)))
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
@@ -237,6 +243,7 @@ def default_data(setup: Setup, seed: int):
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         context_length=setup.model.config.text.context_length,
+        image_style=setup.model.config.family,
         **options,
     )
 
@@ -302,7 +309,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
             iterator.set_state(position)
         stack.callback(getattr(iterator, "close", lambda: None))  # release tf.data's readers
         batches = stack.enter_context(contextlib.closing(
-            Prefetcher(iterator, setup.mesh, transform=text_trimmer(config, setup.mesh))))
+            Prefetcher(iterator, setup.mesh, transform=text_trimmer(config, setup.mesh, setup.model.config))))
         writer = stack.enter_context(contextlib.closing(
             MetricsWriter(workdir, setup.total_steps, enabled=jax.process_index() == 0)))
         stop = stack.enter_context(sigterm_flag())
@@ -333,10 +340,13 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     return state
 
 
-def text_trimmer(config, mesh) -> Callable[[dict], dict] | None:
+def text_trimmer(config, mesh, model_config=None) -> Callable[[dict], dict] | None:
     """Cut each batch's tokens after its last EOT (`trim_after_eot`: the same loss and
-    gradients, less text-tower work): always, never, or ("auto") where that is safe."""
+    gradients, less text-tower work): always, never, or ("auto") where that is safe.
+    Only CLIP's causal text tower allows it (SigLIP's reads its padding)."""
     mode = config.get("trim_text", "auto")
+    if model_config is not None and model_config.family != "clip":
+        return None
     if mode == "never" or (mode == "auto" and not trimming_is_safe(mesh)):
         return None
     from clip_jax.models.text import trim_after_eot
@@ -360,7 +370,8 @@ def evaluate(setup: Setup, state: TrainState) -> dict:
     variables = {"params": state.params}
     if setup.model.config.vision.is_resnet:
         variables["batch_stats"] = state.batch_stats
-    results = run_evals(setup.model, variables, setup.config.evals)
+    results = run_evals(setup.model, variables, setup.config.evals,
+                        tokenizer=setup.config.data.get("options", {}).get("tokenizer"))
     logging.info("step %d evaluation: %s", int(state.step), results)
     return results
 

@@ -54,7 +54,7 @@ def test_graph_sentencepiece_matches_python(tmp_path):
     assert got[0, : len(row)].tolist() == row and not got[0, len(row):].any()
     with pytest.raises(ValueError, match="no SentencePiece model"):
         text_ops.graph_tokenizer(f"sentencepiece:{tmp_path}/none.model", 8)
-    with pytest.raises(ValueError, match="'bpe' or 'sentencepiece"):
+    with pytest.raises(ValueError, match="'bpe', 'siglip:PATH', 'gemma:PATH' or 'sentencepiece:PATH'"):
         text_ops.graph_tokenizer("wordpiece", 8)
 
 

@@ -82,6 +82,28 @@ def test_zero_shot_notebook(tmp_path, kernel, monkeypatch):
     assert len(outputs(notebook, "image/png")) == 2  # predictions, search hits
 
 
+def test_zero_shot_notebook_with_a_siglip_model(tmp_path, kernel, monkeypatch):
+    """The same notebook on a SigLIP Hugging Face folder: its SentencePiece tokenizer read
+    from the folder, SigLIP's preprocessing and sigmoid probabilities."""
+    import shutil
+
+    import clip_jax
+    from siglip_helpers import train_sentencepiece
+
+    monkeypatch.setenv("XLA_FLAGS", "")
+    model = clip_jax.create_model("tiny-siglip")
+    folder = tmp_path / "siglip"
+    clip_jax.export_checkpoint(model, clip_jax.init_variables(model), str(folder), "hf")
+    shutil.copy(train_sentencepiece(tmp_path, "siglip"), folder / "spiece.model")
+    notebook = execute("zero_shot.ipynb", tmp_path / "out.ipynb", kernel, checkpoint=str(folder),
+                       num_images=4, num_eval_images=20, search_images=8, top_k=3)
+    text = outputs(notebook, "text")
+    assert "siglip model, ViT image tower, 32 px input" in text
+    assert "18 classes x 5 templates encoded" in text and "sigmoid per class" in text
+    assert "9 images indexed and 4 queries searched" in text
+    assert len(outputs(notebook, "image/png")) == 2
+
+
 def test_train_tpu_notebook(tmp_path, kernel, monkeypatch):
     import clip_jax
 

@@ -5,8 +5,9 @@ Read formats (detected from the file's bytes, not its name):
     with or without a 'state_dict' wrapper or DDP 'module.' prefixes, .bin files),
     read as data without torch and without executing anything from the file;
   * safetensors state dicts (open_clip .safetensors) and clip_jax's own files;
-  * Hugging Face CLIPModel folders (config.json + model.safetensors or
-    pytorch_model.bin, sharded or not);
+  * Hugging Face CLIPModel and SiglipModel folders (config.json + model.safetensors or
+    pytorch_model.bin, sharded or not) and big_vision's SigLIP .npz files
+    (clip_jax.convert.siglip);
   * open_clip's Hugging Face hub folders (open_clip_config.json beside
     open_clip_model.safetensors or open_clip_pytorch_model.bin), and any state-dict file
     with an open_clip_config.json beside it;
@@ -28,11 +29,12 @@ import dataclasses
 import json
 import logging
 import os
+import zipfile
 from typing import Any, Mapping
 
 import numpy as np
 
-from clip_jax.convert import hf, open_clip_folder
+from clip_jax.convert import hf, open_clip_folder, siglip
 from clip_jax.convert.openai import infer_config, state_dict_to_variables, variables_to_state_dict
 from clip_jax.convert.safetensors_io import is_safetensors, load_safetensors, save_safetensors
 from clip_jax.convert.torch_archive import (
@@ -100,6 +102,14 @@ def _describe_unreadable(path: str) -> str:
             f"file or a Hugging Face folder; file starts with {head!r})")
 
 
+def _is_npz(path: str) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return bool(names) and all(n.endswith(".npy") for n in names)
+
+
 def _read_hf_folder(folder: str) -> dict[str, np.ndarray]:
     index = next((os.path.join(folder, f"{w}.index.json") for w in _HF_WEIGHT_FILES
                   if os.path.exists(os.path.join(folder, f"{w}.index.json"))), None)
@@ -152,8 +162,18 @@ def _read_state_dict(path: str, chosen: CLIPConfig | None) -> tuple[CLIPConfig, 
         sd = _state_dict_of(obj, path)
         if isinstance(obj, OpaqueObject):  # a TorchScript archive: OpenAI's model, QuickGELU
             described = dataclasses.replace(infer_config(sd), act="quick_gelu")
+    elif _is_npz(path):
+        with np.load(path, allow_pickle=False) as arrays:
+            if not siglip.is_big_vision_npz(arrays.files):
+                raise CheckpointFormatError(f"{path}: a NumPy .npz file without big_vision SigLIP parameters "
+                                            f"(img/..., txt/...); holds {arrays.files[:8]}")
+            sd = siglip.npz_to_hf({k: arrays[k] for k in arrays.files})
     else:
         raise CheckpointFormatError(_describe_unreadable(path))
+    if siglip.is_siglip_state_dict(sd):  # shapes tell SigLIP's architecture, activation included
+        sd = siglip.pack_qkv(sd)
+        config = chosen or siglip.infer_config(sd)
+        return config, state_dict_to_variables(sd, config), None
     if hf.is_hf_state_dict(sd):
         sd = hf.hf_to_openai(sd)
     folder = os.path.dirname(os.path.abspath(path))
@@ -215,12 +235,14 @@ def _read_folder(path: str, chosen: CLIPConfig | None) -> tuple[CLIPConfig, dict
         return config, state_dict_to_variables(hf.hf_to_openai(sd) if hf.is_hf_state_dict(sd) else sd, config)
     if not hf_folder:
         raise CheckpointFormatError(
-            f"{path}: a directory that is neither a Hugging Face CLIPModel folder (config.json), an open_clip "
-            f"folder ({open_clip_folder.CONFIG_FILE} with weights) nor a clip_jax training workdir "
+            f"{path}: a directory that is neither a Hugging Face CLIPModel/SiglipModel folder (config.json), an "
+            f"open_clip folder ({open_clip_folder.CONFIG_FILE} with weights) nor a clip_jax training workdir "
             "(checkpoints/<step>/)"
         )
     config = chosen or hf.read_config(path)
-    return config, state_dict_to_variables(hf.hf_to_openai(_read_hf_folder(path)), config)
+    sd = _read_hf_folder(path)
+    sd = siglip.pack_qkv(sd) if config.family == "siglip" else hf.hf_to_openai(sd)
+    return config, state_dict_to_variables(sd, config)
 
 
 def load_checkpoint(path: str, name: str | None = None, config: Any = None, **options) -> tuple[CLIP, dict]:
@@ -252,6 +274,8 @@ def export_checkpoint(model: CLIP, variables: Mapping, path: str, format: str = 
                          {"format": NATIVE_FORMAT_TAG, "config": model.config.to_json()})
         return path
     if format == "open_clip":
+        if model.config.family == "siglip":
+            raise ValueError("SigLIP models export as 'hf' (a SiglipModel folder) or 'clip_jax', not 'open_clip'")
         folder, weights = ((os.path.dirname(os.path.abspath(path)), path) if path.endswith(_STATE_DICT_SUFFIXES)
                            else (path, os.path.join(path, open_clip_folder.WEIGHTS_FILE)))
         sd = variables_to_state_dict(variables, model.config)
@@ -270,7 +294,8 @@ def export_checkpoint(model: CLIP, variables: Mapping, path: str, format: str = 
         open_clip_folder.write_config(folder, model.config)
         return path
     if format == "hf":
-        sd = hf.openai_to_hf(variables_to_state_dict(variables, model.config))
+        sd = variables_to_state_dict(variables, model.config)
+        sd = siglip.unpack_qkv(sd) if model.config.family == "siglip" else hf.openai_to_hf(sd)
         os.makedirs(path, exist_ok=True)
         hf.write_config(path, model.config, float(np.asarray(variables["params"]["logit_scale"])))
         save_safetensors(os.path.join(path, "model.safetensors"), sd, {"format": "pt"})

@@ -1,4 +1,5 @@
-"""Hugging Face `CLIPModel` folders (config.json + safetensors or pytorch_model.bin).
+"""Hugging Face `CLIPModel` folders (config.json + safetensors or pytorch_model.bin);
+`read_config` / `write_config` also serve SigLIP folders (clip_jax.convert.siglip).
 
 HF splits OpenAI's packed QKV into q/k/v projections, stores the two projections as
 Linear layers (transposed), and renames the rest; ResNet towers do not exist in HF.
@@ -13,6 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
+from clip_jax.convert import siglip
 from clip_jax.convert.safetensors_io import contiguous
 
 from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
@@ -187,10 +189,16 @@ def config_to_hf(config: CLIPConfig, logit_scale_init: float) -> dict:
 
 
 def read_config(folder: str) -> CLIPConfig:
-    with open(os.path.join(folder, "config.json")) as f:
-        return config_from_hf(json.load(f))
+    """The architecture of a Hugging Face CLIPModel or SiglipModel folder."""
+    path = os.path.join(folder, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    if config.get("model_type") in siglip.HF_MODEL_TYPES:
+        return siglip.config_from_hf(config, path, tokenizer=siglip.folder_tokenizer_kind(folder))
+    return config_from_hf(config)
 
 
 def write_config(folder: str, config: CLIPConfig, logit_scale_init: float) -> None:
+    hf = siglip.config_to_hf(config) if config.family == "siglip" else config_to_hf(config, logit_scale_init)
     with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(config_to_hf(config, logit_scale_init), f, indent=2)
+        json.dump(hf, f, indent=2)

@@ -31,7 +31,7 @@ class Row:
     key: str  # torch state-dict key
     collection: str  # "params" or "batch_stats"
     path: tuple[str, ...]  # path inside the collection
-    layout: str = "copy"  # "copy", "linear" (transpose), "conv" (OIHW <-> HWIO)
+    layout: str = "copy"  # "copy", "linear" (transpose), "conv" (OIHW <-> HWIO), "scalar" ([1] <-> [])
     layer: int | None = None  # index along the scanned layer axis
 
 
@@ -96,7 +96,11 @@ def _vit_rows(vision: VisionConfig) -> Iterator[Row]:
 
 
 def rows(config: CLIPConfig) -> list[Row]:
-    """The full mapping table of an architecture."""
+    """The full mapping table of an architecture (SigLIP's: clip_jax.convert.siglip)."""
+    if config.family == "siglip":
+        from clip_jax.convert.siglip import siglip_rows
+
+        return siglip_rows(config)
     table = list(_resnet_rows(config.vision) if config.vision.is_resnet else _vit_rows(config.vision))
     t = ("text",)
     table.append(Row("token_embedding.weight", "params", t + ("token_embedding",)))
@@ -113,6 +117,8 @@ def _to_flax(array: np.ndarray, layout: str) -> np.ndarray:
         return array.T
     if layout == "conv":
         return array.transpose(2, 3, 1, 0)
+    if layout == "scalar":
+        return array.reshape(())
     return array
 
 
@@ -121,6 +127,8 @@ def _to_torch(array: np.ndarray, layout: str) -> np.ndarray:
         return array.T
     if layout == "conv":
         return array.transpose(3, 2, 0, 1)
+    if layout == "scalar":
+        return array.reshape((1,))
     return array
 
 
@@ -162,7 +170,8 @@ def expected_shapes(config: CLIPConfig) -> dict[str, tuple[int, ...]]:
     model = create_model(config)
     size = config.vision.image_size
     shapes = jax.eval_shape(
-        model.init, jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)), jnp.zeros((1, 1), jnp.int32)
+        model.init, jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)),
+        jnp.zeros((1, config.text.context_length), jnp.int32)
     )
     out = {}
     for row in rows(config):
@@ -173,6 +182,8 @@ def expected_shapes(config: CLIPConfig) -> dict[str, tuple[int, ...]]:
             shape = shape[::-1]
         elif row.layout == "conv":
             shape = (shape[3], shape[2], shape[0], shape[1])
+        elif row.layout == "scalar":
+            shape = (1,)
         out[row.key] = tuple(shape)
     return out
 

@@ -47,6 +47,7 @@ import tensorflow as tf
 
 from clip_jax.data import image_ops, sources as sources_lib, text_ops
 from clip_jax.data.sources import FAULT_CAPTION, FAULT_IMAGE, FAULT_NONE, FAULT_SHARD
+from clip_jax.preprocess import check_style
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class TrainIterator:
         process_count: int = 1,
         context_length: int = 77,
         tokenizer: str = "bpe",
+        image_style: str = "clip",
         crop_scale: tuple[float, float] = (0.9, 1.0),
         shuffle_buffer: int = 10_000,
         epochs: int | None = None,
@@ -169,6 +171,8 @@ class TrainIterator:
         self.crop_scale, self.shuffle_buffer, self.epochs = tuple(crop_scale), shuffle_buffer, epochs
         self.units_per_block, self.num_threads, self.prefetch = units_per_block, num_threads, prefetch
         self.train_transform, self.uint8_images = train_transform, bool(uint8_images)
+        check_style(image_style)
+        self.image_style = image_style
         self.tokenize = text_ops.graph_tokenizer(tokenizer, context_length)
         self.sources = sources_lib.open_sources(spec)
         weights = np.array([s.spec.weight for s in self.sources], np.float64)
@@ -312,7 +316,7 @@ class TrainIterator:
             lambda: tf.zeros([self.image_size, self.image_size, 3], tf.uint8),
         )
         if not self.uint8_images:
-            image = image_ops.normalize(image)  # per example, while the crop is in cache: not on whole batches
+            image = image_ops.normalize(image, self.image_style)  # per example, while the crop is in cache
         choice = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 2), 0, tf.maximum(num_captions, 1), tf.int32)
         caption = tf.cond(num_captions > 0, lambda: raw["captions"][choice], lambda: tf.constant(""))
         return {"image": image, "caption": caption, "fault": fault, "m": raw["m"], "positions": raw["positions"]}
@@ -350,16 +354,19 @@ def eval_batches(
     context_length: int = 77,
     tokenizer: str | None = None,
     num_threads: int | None = None,
+    image_style: str = "clip",
 ) -> Iterator[dict]:
     """Every example once, in a fixed order, split over hosts; all hosts yield the same count.
 
     Yields {"images": float32 [B, S, S, 3], "labels": int32 [B] (-1 where absent),
     "captions": list of B lists of str, "mask": bool [B]} with padding rows masked out,
-    and, if `tokenizer` is given ("bpe" or "sentencepiece:PATH"), "tokens": a list of B
+    and, if `tokenizer` is given (a spec of text_ops.python_tokenizer), "tokens": a list of B
     int32 [n_captions, context_length] arrays.  Host h takes examples h, h + P, h + 2P, ...
     of the whole stream (every host reads every shard: fine at evaluation scale), and
     pads to ceil(ceil(N / P) / B) batches.  Faulty examples are dropped (and logged).
+    `image_style` is the model's family: "clip" or "siglip" (image_ops.eval_image).
     """
+    check_style(image_style)
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}")
     if batch_size < 1 or image_size < 1:
@@ -374,7 +381,8 @@ def eval_batches(
     ds = ds.shard(process_count, process_index).filter(lambda raw: tf.equal(raw["fault"], FAULT_NONE))
 
     def decode(raw):
-        return {"image": image_ops.eval_image(raw["image"], image_size), "label": tf.cast(raw["label"], tf.int32), "captions": raw["captions"]}
+        return {"image": image_ops.eval_image(raw["image"], image_size, image_style),
+                "label": tf.cast(raw["label"], tf.int32), "captions": raw["captions"]}
 
     ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
     ds = ds.padded_batch(batch_size, padding_values={"image": 0.0, "label": -1, "captions": ""})

@@ -26,9 +26,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from clip_jax import tokenizers
 from clip_jax.inference import encode_image, encode_text
-from clip_jax.models.text import trim_after_eot
-from clip_jax.tokenizers.bpe import tokenize
+from clip_jax.models.text import trim_for
 
 CACHE_VERSION = 1
 
@@ -73,7 +73,7 @@ def _encode(fn, model, variables, x: np.ndarray, *args) -> np.ndarray:
 
 
 def _encode_captions(model, variables, captions: list[list[str]], chunk: int,
-                     known: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+                     known: dict[str, np.ndarray], tokenize) -> tuple[np.ndarray, np.ndarray]:
     """[B, C, E] features and [B, C] mask of one batch's captions (C: most captions in it).
 
     `known` maps every caption encoded so far to its features: each distinct caption is
@@ -94,9 +94,9 @@ def _encode_captions(model, variables, captions: list[list[str]], chunk: int,
         part = flat[i * chunk : (i + 1) * chunk]
         tokens = np.zeros((chunk, model.config.text.context_length), np.int32)
         if part:
-            tokens[: len(part)] = tokenize(part, context_length=model.config.text.context_length)
+            tokens[: len(part)] = tokenize(part)
         if jax.process_count() == 1:  # hosts would have to agree on the trimmed length
-            tokens = trim_after_eot(tokens)
+            tokens = trim_for(model.config, tokens)
         # A fixed chunk shape: one compilation however many captions a batch has.
         encoded.append(_encode(lambda m, v, t: encode_text(m, v, t), model, variables, tokens)[: len(part)])
     features = np.concatenate(encoded) if encoded else np.zeros((0, embed), np.float32)
@@ -131,9 +131,11 @@ def _gather(local: np.ndarray) -> np.ndarray:
 
 
 def extract(model, variables, batches: Iterable[Mapping], *, project: bool = True, texts: bool = False,
-            text_chunk: int = 256) -> Features:
+            text_chunk: int = 256, tokenizer=None) -> Features:
     """Image features (pre-projection with project=False) of every real row, and with
-    texts=True the text features of every caption."""
+    texts=True the text features of every caption, tokenised by `tokenizer` (see
+    clip_jax.tokenizers.resolve; None: the model's own, CLIP's BPE)."""
+    tokenize = tokenizers.resolve(model, tokenizer) if texts else None
     images, labels, masks, caption_feats, caption_masks = [], [], [], [], []
     known_captions: dict[str, np.ndarray] = {}
     known_images: dict[bytes, np.ndarray] = {}
@@ -145,7 +147,8 @@ def extract(model, variables, batches: Iterable[Mapping], *, project: bool = Tru
         masks.append(np.asarray(batch["mask"], bool))
         if texts:
             images[-1] = _share_duplicate_images(pixels, images[-1], masks[-1], known_images)
-            feats, mask = _encode_captions(model, variables, list(batch["captions"]), text_chunk, known_captions)
+            feats, mask = _encode_captions(model, variables, list(batch["captions"]), text_chunk, known_captions,
+                                           tokenize)
             caption_feats.append(feats)
             caption_masks.append(mask & masks[-1][:, None])
     if not images:

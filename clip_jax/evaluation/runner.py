@@ -3,8 +3,11 @@
 An evaluation is a dict or ConfigDict:
   name, task ("zeroshot" | "retrieval" | "linear_probe"), data (the dataset spec scored),
   batch_size (default 256), image_size (optional: must match the checkpoint),
-  cache_dir and checkpoint_id (optional: features are cached when both are set);
-  zeroshot: templates (shipped key, file, inline '{}' text or a list), class_names
+  cache_dir and checkpoint_id (optional: features are cached when both are set),
+  tokenizer (zeroshot, retrieval; optional: the model's own, CLIP's BPE; a SigLIP model
+    needs its SentencePiece file or folder, or a spec such as "siglip:PATH");
+  zeroshot: templates (shipped key, file, inline '{}' text or a list; default: the
+    model family's, clip_jax.evaluation.zeroshot.DEFAULT_TEMPLATES), class_names
     (shipped key, file or list; default: the dataset's own names), class_subset (a
     shipped subset such as imagenet_a / imagenet_r, a file or a list of indices into
     class_names: only those classes are scored; the dataset's labels may index either
@@ -33,7 +36,8 @@ from clip_jax.evaluation.linear_probe import linear_probe
 from clip_jax.evaluation.prompts import resolve_class_names, resolve_class_subset, resolve_templates
 from clip_jax.evaluation.retrieval import flatten_captions, retrieval_metrics
 from clip_jax.evaluation.metrics import classification_metrics
-from clip_jax.evaluation.zeroshot import classifier_weights, zero_shot_scores
+from clip_jax import tokenizers
+from clip_jax.evaluation.zeroshot import classifier_weights, default_templates, zero_shot_scores
 
 TASKS = ("zeroshot", "retrieval", "linear_probe")
 
@@ -157,16 +161,24 @@ def zeroshot_classes(spec: Mapping) -> tuple[list, np.ndarray | None]:
     return [names[i] for i in indices], label_map
 
 
-def check(model, spec: Mapping) -> dict:
+def check(model, spec: Mapping, tokenizer=None) -> dict:
     """Errors for a checkpoint/dataset mismatch, before any feature is computed; returns
-    what the checks resolved (zero-shot: "classes" and "label_map") for the runner."""
+    what the checks resolved (zero-shot: "classes" and "label_map"; zero-shot and
+    retrieval: "tokenizer", the spec's or else `tokenizer`) for the runner."""
     expected = model.config.vision.image_size
     if spec.get("image_size") and int(spec["image_size"]) != expected:
         raise ValueError(f"{_label(spec)}: image size {spec['image_size']} does not fit the checkpoint, "
                          f"which takes {expected}x{expected} images")
+    if spec["task"] in ("zeroshot", "retrieval"):
+        try:
+            tokenizer = tokenizers.resolve(model, spec.get("tokenizer") or tokenizer)
+        except ValueError as error:
+            raise ValueError(f"{_label(spec)}: {error}") from error
     if spec["task"] == "zeroshot":
         classes, label_map = zeroshot_classes(spec)
-        return {"classes": classes, "label_map": label_map}
+        return {"classes": classes, "label_map": label_map, "tokenizer": tokenizer}
+    if spec["task"] == "retrieval":
+        return {"tokenizer": tokenizer}
     if spec["task"] == "linear_probe":
         for key in ("train_data", "val_data", "data"):
             if spec.get(key):
@@ -176,15 +188,17 @@ def check(model, spec: Mapping) -> dict:
     return {}
 
 
-def _features(model, variables, spec: Mapping, data_spec: str, *, project: bool = True, texts: bool = False):
+def _features(model, variables, spec: Mapping, data_spec: str, *, project: bool = True, texts: bool = False,
+              tokenizer=None):
     from clip_jax import data
 
     size = model.config.vision.image_size
 
     def compute():
         batches = data.eval_batches(data_spec, batch_size=int(spec.get("batch_size", 256)), image_size=size,
-                                    process_index=jax.process_index(), process_count=jax.process_count())
-        return features_lib.extract(model, variables, batches, project=project, texts=texts)
+                                    process_index=jax.process_index(), process_count=jax.process_count(),
+                                    image_style=model.config.family)
+        return features_lib.extract(model, variables, batches, project=project, texts=texts, tokenizer=tokenizer)
 
     cache_dir = spec.get("cache_dir") if spec.get("checkpoint_id") else None
     key = features_lib.cache_key(checkpoint=spec.get("checkpoint_id"), data=data_spec, image_size=size,
@@ -195,7 +209,8 @@ def _features(model, variables, spec: Mapping, data_spec: str, *, project: bool 
 def run_zeroshot(model, variables, spec: Mapping, checked: Mapping | None = None) -> dict:
     checked = checked or check(model, spec)
     names, label_map = checked["classes"], checked["label_map"]
-    weights = classifier_weights(model, variables, names, resolve_templates(spec.get("templates") or "a photo of a {}."))
+    templates = resolve_templates(spec["templates"]) if spec.get("templates") else default_templates(model.config)
+    weights = classifier_weights(model, variables, names, templates, tokenizer=checked["tokenizer"])
     feats = _features(model, variables, spec, spec["data"])
     labels = feats.labels
     if label_map is not None:
@@ -209,7 +224,8 @@ def run_zeroshot(model, variables, spec: Mapping, checked: Mapping | None = None
 
 
 def run_retrieval(model, variables, spec: Mapping, checked: Mapping | None = None) -> dict:
-    feats = _features(model, variables, spec, spec["data"], texts=True)
+    checked = checked or check(model, spec)
+    feats = _features(model, variables, spec, spec["data"], texts=True, tokenizer=checked["tokenizer"])
     texts, text_image = flatten_captions(feats.texts, feats.text_mask)
     return retrieval_metrics(feats.images, texts, text_image, ks=tuple(spec.get("ks", (1, 5, 10))))
 
@@ -237,12 +253,13 @@ def run_linear_probe(model, variables, spec: Mapping, checked: Mapping | None = 
 RUNNERS = {"zeroshot": run_zeroshot, "retrieval": run_retrieval, "linear_probe": run_linear_probe}
 
 
-def run_evals(model, variables, evals: Sequence[Mapping]) -> dict[str, float]:
+def run_evals(model, variables, evals: Sequence[Mapping], tokenizer=None) -> dict[str, float]:
     """Flat metrics {"eval/<name>/<metric>": value} of every configured evaluation.
 
+    tokenizer: for evaluations whose spec names none (see clip_jax.tokenizers.resolve).
     All configs and inputs are checked first, so a bad one fails before any features."""
     validate(evals)
-    checked = [check(model, spec) for spec in evals]
+    checked = [check(model, spec, tokenizer) for spec in evals]
     results = {}
     for spec, resolved in zip(evals, checked):
         metrics = RUNNERS[spec["task"]](model, variables, spec, resolved)

@@ -3,7 +3,14 @@
 Each class's prompts (templates filled with its name) are encoded, L2-normalised,
 averaged and renormalised: the ensemble lives in embedding space.  Images are scored
 by cosine similarity against these class embeddings; top-1, top-5 and mean per-class
-recall are reported (clip_jax.evaluation.metrics).
+recall are reported (clip_jax.evaluation.metrics).  Probabilities follow each family's
+rule (`zero_shot_probabilities`): CLIP's softmax over the classes, SigLIP's independent
+sigmoid(scale * cos + bias) per class; both rank classes as the cosine does.
+
+Prompts are tokenised with the model's tokenizer (clip_jax.tokenizers: CLIP's BPE, or a
+SigLIP model's SentencePiece file, which callers pass).  A model's default template is
+the one its authors use: CLIP's "a photo of a {}.", SigLIP's "This is a photo of {}."
+(the SigLIP and SigLIP 2 model cards, transformers' zero-shot pipeline).
 """
 from __future__ import annotations
 
@@ -13,23 +20,35 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from clip_jax import tokenizers
 from clip_jax.evaluation import features as features_lib
 from clip_jax.evaluation.metrics import classification_metrics
 from clip_jax.evaluation.prompts import check_templates, fill
 from clip_jax.evaluation.scores import normalise, scores_with_exact_ties, unique_rows
 from clip_jax.inference import encode_text
-from clip_jax.models.text import trim_after_eot
-from clip_jax.tokenizers.bpe import tokenize
+from clip_jax.models import LOGIT_SCALE_MAX
+from clip_jax.models.text import trim_for
 
-__all__ = ["check_templates", "classifier_weights", "ensemble", "zero_shot_scores", "zero_shot_accuracy"]
+__all__ = ["DEFAULT_TEMPLATES", "check_templates", "classifier_weights", "default_templates", "ensemble",
+           "zero_shot_probabilities", "zero_shot_scores", "zero_shot_accuracy"]
+
+DEFAULT_TEMPLATES = {"clip": "a photo of a {}.", "siglip": "This is a photo of {}."}  # by model family
+
+
+def default_templates(config) -> list[str]:
+    """The one-template default of a model family (module docstring)."""
+    return [DEFAULT_TEMPLATES[config.family]]
 
 
 def classifier_weights(model, variables, class_names: Sequence, templates: Sequence[str],
-                       batch_size: int = 256) -> jnp.ndarray:
+                       batch_size: int = 256, tokenizer=None) -> jnp.ndarray:
     """[embed_dim, num_classes] ensembled, normalised class embeddings.
 
     A class is a name, or a list of names (synonyms, as OpenAI's FER2013 classes): its
-    embedding then averages the prompts of every name with every template."""
+    embedding then averages the prompts of every name with every template.  tokenizer:
+    None (the model's own: CLIP's BPE), a callable, a spec ("siglip:PATH") or the path
+    of a SigLIP model's SentencePiece file or folder (clip_jax.tokenizers.resolve)."""
+    encode = tokenizers.resolve(model, tokenizer)
     check_templates(templates)
     if not len(class_names):
         raise ValueError("no class names given")
@@ -45,7 +64,7 @@ def classifier_weights(model, variables, class_names: Sequence, templates: Seque
     prompts = [fill(t, name) for names in synonyms for name in names for t in templates]
     owner = np.repeat(np.arange(len(synonyms)), [len(names) * len(templates) for names in synonyms])
     # Trimmed once for all prompts (the same on every host): one compiled shape.
-    tokens = trim_after_eot(tokenize(prompts, context_length=model.config.text.context_length))
+    tokens = trim_for(model.config, encode(prompts))
     features = []
     for start in range(0, len(tokens), batch_size):
         chunk = tokens[start : start + batch_size]
@@ -72,6 +91,19 @@ def zero_shot_scores(image_features, weights) -> np.ndarray:
     weights; equal class weights give exactly equal scores (clip_jax.evaluation.scores)."""
     classes, class_of = unique_rows(np.asarray(weights).T)
     return np.asarray(scores_with_exact_ties(normalise(jnp.asarray(image_features)), jnp.asarray(classes), class_of))
+
+
+def zero_shot_probabilities(model, variables, image_features, weights) -> np.ndarray:
+    """[N, num_classes] class probabilities by the model's rule: SigLIP's sigmoid(scale *
+    cos + bias), each class on its own; CLIP's softmax of scale * cos over the classes
+    (the scale capped at 100, as in training)."""
+    params = variables["params"]
+    cosine = jnp.asarray(zero_shot_scores(image_features, weights))
+    if model.config.family == "siglip":
+        scale = jnp.exp(jnp.asarray(params["logit_scale"], jnp.float32))
+        return np.asarray(jax.nn.sigmoid(scale * cosine + jnp.asarray(params["logit_bias"], jnp.float32)))
+    scale = jnp.exp(jnp.minimum(jnp.asarray(params["logit_scale"], jnp.float32), LOGIT_SCALE_MAX))
+    return np.asarray(jax.nn.softmax(scale * cosine, axis=-1))
 
 
 def zero_shot_accuracy(model, variables, batches: Iterable[Mapping[str, np.ndarray]], weights,

@@ -1,4 +1,4 @@
-"""Building blocks shared by the CLIP towers: fp32 LayerNorm, activations,
+"""Building blocks shared by the CLIP and SigLIP towers: fp32 LayerNorm, activations,
 multi-head attention with a packed QKV projection, and the pre-LN residual block
 stacked into a Transformer.  Backend-specific matmul and attention kernels come from
 `kernels.py`, chosen once when the model is built.
@@ -31,7 +31,13 @@ def exact_gelu(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(x, approximate=False)
 
 
-ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": exact_gelu}
+def tanh_gelu(x: jax.Array) -> jax.Array:
+    """GELU's tanh approximation (flax's default gelu; transformers' "gelu_pytorch_tanh"),
+    used by SigLIP and SigLIP 2."""
+    return jax.nn.gelu(x, approximate=True)
+
+
+ACTIVATIONS = {"quick_gelu": quick_gelu, "gelu": exact_gelu, "gelu_tanh": tanh_gelu}
 
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
@@ -191,6 +197,7 @@ class ResidualAttentionBlock(nn.Module):
     text_style_init: bool
     dtype: Dtype = jnp.float32
     kernels: Kernels = PLAIN
+    layer_norm_eps: float = 1e-5
 
     @nn.compact
     def __call__(self, x: jax.Array, query_rows: jax.Array | None = None) -> jax.Array:
@@ -198,12 +205,12 @@ class ResidualAttentionBlock(nn.Module):
         attended = MultiHeadAttention(
             self.num_heads, self.causal, self.dtype, in_proj_init=inits["in_proj"], out_proj_init=inits["out_proj"],
             kernels=self.kernels, name="attn",
-        )(LayerNorm(name="ln_1")(x), query_rows)
+        )(LayerNorm(self.layer_norm_eps, name="ln_1")(x), query_rows)
         if query_rows is not None:
             x = x[jnp.arange(x.shape[0]), query_rows][:, None]
         x = x + attended
         return x + MLP(self.mlp_dim, self.act, self.dtype, fc_init=inits["c_fc"], proj_init=inits["c_proj"],
-                       kernels=self.kernels, name="mlp")(LayerNorm(name="ln_2")(x))
+                       kernels=self.kernels, name="mlp")(LayerNorm(self.layer_norm_eps, name="ln_2")(x))
 
 
 class Transformer(nn.Module):
@@ -231,11 +238,13 @@ class Transformer(nn.Module):
     dtype: Dtype = jnp.float32
     full_last_block: bool = False
     kernels: Kernels = PLAIN
+    layer_norm_eps: float = 1e-5
 
     @nn.compact
     def __call__(self, x: jax.Array, pool_rows: jax.Array | None = None) -> jax.Array:
         block = ResidualAttentionBlock(self.num_heads, self.mlp_dim, self.act, self.causal, self.layers,
-                                       self.text_style_init, self.dtype, self.kernels, parent=None)
+                                       self.text_style_init, self.dtype, self.kernels,
+                                       layer_norm_eps=self.layer_norm_eps, parent=None)
 
         def init_stacked(rng):
             keys = jax.random.split(rng, self.layers)

@@ -6,7 +6,9 @@ Naming follows each project's meaning of a name:
     "ViT-B-32-quickgelu" is QuickGELU.  The ResNet names ("RN50", ...) mean QuickGELU,
     since every published CLIP ResNet was trained with it.
   * ViT-H-14 and ViT-g-14 exist only as LAION models: GELU.
-  * "tiny-vit" and "tiny-resnet" are small enough for unit tests on a CPU.
+  * SigLIP and SigLIP 2 (FixRes) take Hugging Face's hub names ("siglip-base-patch16-224",
+    "siglip2-so400m-patch14-384", ...): the same towers, SigLIP 2 with the Gemma tokenizer.
+  * "tiny-vit", "tiny-resnet" and "tiny-siglip" are small enough for unit tests on a CPU.
 """
 from __future__ import annotations
 
@@ -72,6 +74,44 @@ MODELS["tiny-resnet"] = CLIPConfig(
     embed_dim=32,
     vision=VisionConfig(image_size=64, width=16, layers=(1, 1, 1, 1), patch_size=None),
     text=TextConfig(width=64, heads=2, layers=2),
+)
+
+
+# SigLIP tower shapes (width, depth, heads, MLP width), the same for both towers.
+_SIGLIP_SHAPES = {"base": (768, 12, 12, 3072), "large": (1024, 24, 16, 4096), "so400m": (1152, 27, 16, 4304)}
+# (variant, patch, image sizes) published for both SigLIP and SigLIP 2.
+_SIGLIP_PUBLISHED = [("base", 16, (224, 256, 384, 512)), ("large", 16, (256, 384)), ("so400m", 14, (224, 384))]
+# family prefix -> (vocabulary, tokenizer): SigLIP's English SentencePiece, SigLIP 2's Gemma.
+_SIGLIP_TEXT = {"siglip": (32_000, "siglip"), "siglip2": (256_000, "gemma")}
+
+
+def _siglip(variant: str, patch: int, size: int, vocab: int, tokenizer: str, context_length: int = 64,
+            ) -> CLIPConfig:
+    width, layers, heads, mlp = _SIGLIP_SHAPES[variant]
+    return CLIPConfig(
+        embed_dim=width,
+        vision=VisionConfig(image_size=size, width=width, layers=layers, patch_size=patch,
+                            head_width=width // heads, mlp_ratio=mlp / width),
+        text=TextConfig(context_length=context_length, vocab_size=vocab, width=width, heads=heads, layers=layers,
+                        mlp_ratio=mlp / width, tokenizer=tokenizer),
+        act="gelu_tanh",
+        family="siglip",
+    )
+
+
+for _prefix, (_vocab, _tokenizer) in _SIGLIP_TEXT.items():
+    for _variant, _patch, _sizes in _SIGLIP_PUBLISHED:
+        for _size in _sizes:
+            # SigLIP so400m/14 at 224 px was trained on 16-token texts (big_vision's demo, HF's config).
+            _context = 16 if (_prefix, _variant, _size) == ("siglip", "so400m", 224) else 64
+            MODELS[f"{_prefix}-{_variant}-patch{_patch}-{_size}"] = _siglip(_variant, _patch, _size, _vocab,
+                                                                            _tokenizer, _context)
+MODELS["tiny-siglip"] = CLIPConfig(
+    embed_dim=64,
+    vision=VisionConfig(image_size=32, width=64, layers=2, patch_size=8, head_width=32),
+    text=TextConfig(context_length=16, vocab_size=1000, width=64, heads=2, layers=2, tokenizer="siglip"),
+    act="gelu_tanh",
+    family="siglip",
 )
 
 

@@ -63,3 +63,10 @@ def trim_after_eot(tokens: np.ndarray, multiple: int = 16) -> np.ndarray:
         return tokens
     last = int(np.argmax(tokens, axis=-1).max()) + 1
     return tokens[:, : min(tokens.shape[1], -(-last // multiple) * multiple)]
+
+
+def trim_for(config, tokens: np.ndarray) -> np.ndarray:
+    """`trim_after_eot` where the model allows it: CLIP's causal text tower pooled at EOT.
+    SigLIP's text tower is bidirectional and reads the last position, so its padding is
+    part of the input and its tokens are never trimmed."""
+    return trim_after_eot(tokens) if config.family == "clip" else np.asarray(tokens)

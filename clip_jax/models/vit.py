@@ -60,15 +60,17 @@ class VisionTransformer(nn.Module):
 
 
 class PatchEmbedding(nn.Module):
-    """OpenAI's `conv1` (kernel = stride = patch, no bias) computed as one matmul over
-    flattened patches: the same arithmetic, but a plain GEMM that every backend runs at
-    full speed (XLA's CPU convolution ran it at a third of its matmul rate).  The
-    parameter keeps the convolution's [p, p, 3, width] layout and initialisation."""
+    """OpenAI's `conv1` (kernel = stride = patch, no bias; SigLIP's has a bias) computed
+    as one matmul over flattened patches: the same arithmetic, but a plain GEMM that
+    every backend runs at full speed (XLA's CPU convolution ran it at a third of its
+    matmul rate).  The parameter keeps the convolution's [p, p, 3, width] layout and
+    initialisation."""
 
     patch_size: int
     width: int
     dtype: Any = jnp.float32
     kernels: Kernels = PLAIN
+    use_bias: bool = False
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
@@ -76,21 +78,30 @@ class PatchEmbedding(nn.Module):
         kernel = self.param("kernel", torch_default_kernel, (p, p, images.shape[-1], self.width))
         batch, height, width, channels = images.shape
         grid_h, grid_w = height // p, width // p
-        patches = images.astype(self.dtype).reshape(batch, grid_h, p, grid_w, p, channels)
+        # As the convolution's VALID padding, a remainder of rows or columns is ignored
+        # (SigLIP so400m/14 at 384 px sees 27 x 14 = 378 of them).
+        patches = images[:, : grid_h * p, : grid_w * p].astype(self.dtype)
+        patches = patches.reshape(batch, grid_h, p, grid_w, p, channels)
         # -> [batch, grid_h, grid_w, p, p, channels]: each patch flattened in the
         # kernel's (row, column, channel) order.
         patches = patches.transpose(0, 1, 3, 2, 4, 5).reshape(batch, grid_h, grid_w, p * p * channels)
         kernel = kernel.astype(self.dtype).reshape(p * p * channels, self.width)
-        return self.kernels.dense(patches, kernel)
+        out = self.kernels.dense(patches, kernel)
+        if self.use_bias:
+            out = out + self.param("bias", nn.initializers.zeros, (self.width,)).astype(self.dtype)
+        return out
 
 
-def drop_patches(tokens: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
-    """Keep the class token and a random round((1 - rate) * patches) patches per image
-    (at least one), in their original order; positions were already added."""
+def drop_patches(tokens: jax.Array, rate: float, rng: jax.Array, class_token: bool = True) -> jax.Array:
+    """Keep the class token (when there is one, first) and a random round((1 - rate) *
+    patches) patches per image (at least one), in their original order; positions were
+    already added."""
     batch, length, width = tokens.shape
-    patches = length - 1
+    prefix = int(class_token)
+    patches = length - prefix
     keep = max(1, int(round(patches * (1.0 - rate))))
     scores = jax.random.uniform(rng, (batch, patches))
-    kept = jnp.sort(jnp.argsort(scores, axis=1)[:, :keep], axis=1) + 1
-    kept = jnp.concatenate([jnp.zeros((batch, 1), kept.dtype), kept], axis=1)
+    kept = jnp.sort(jnp.argsort(scores, axis=1)[:, :keep], axis=1) + prefix
+    if class_token:
+        kept = jnp.concatenate([jnp.zeros((batch, 1), kept.dtype), kept], axis=1)
     return jnp.take_along_axis(tokens, kept[:, :, None], axis=1)

@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import clip_jax
+from clip_jax import tokenizers
 from clip_jax.evaluation.prompts import fill
 from clip_jax.models.registry import name_of
 
@@ -42,13 +43,24 @@ def normalise(x) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def model_tokenizer(config, given, checkpoint: str | None):
+    """The tokenizer of the model: CLIP's BPE, or for SigLIP the SentencePiece file given or
+    found beside the checkpoint (Hugging Face folders hold it)."""
+    if given is not None or config.text.tokenizer == "bpe":
+        return tokenizers.resolve(config, given)
+    folder = checkpoint if checkpoint and os.path.isdir(checkpoint) else os.path.dirname(checkpoint or "") or None
+    return tokenizers.load_tokenizer(config, folder)
+
+
 class Encoder:
     """`model` and `variables` (from clip_jax.load_checkpoint) with the index's conventions."""
 
-    def __init__(self, model, variables, checkpoint: str | None = None, batch_size: int = 64):
+    def __init__(self, model, variables, checkpoint: str | None = None, batch_size: int = 64, tokenizer=None):
         self.model = model
         self.config = model.config
         self.checkpoint = os.path.abspath(checkpoint) if checkpoint else None
+        self.tokenize = model_tokenizer(self.config, tokenizer, self.checkpoint)
+        self.style = self.config.family  # the image preprocessing the model was trained with
         devices = jax.local_devices()
         self.batch_size = -(-batch_size // len(devices)) * len(devices)
         mesh = Mesh(np.array(devices), ("data",))
@@ -57,9 +69,9 @@ class Encoder:
         self._host_variables = variables
 
     @classmethod
-    def from_checkpoint(cls, path: str, name: str | None = None, batch_size: int = 64) -> "Encoder":
+    def from_checkpoint(cls, path: str, name: str | None = None, batch_size: int = 64, tokenizer=None) -> "Encoder":
         model, variables = clip_jax.load_checkpoint(os.path.expanduser(path), name=name or None)
-        return cls(model, variables, checkpoint=os.path.expanduser(path), batch_size=batch_size)
+        return cls(model, variables, checkpoint=os.path.expanduser(path), batch_size=batch_size, tokenizer=tokenizer)
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -95,7 +107,7 @@ class Encoder:
         if not texts:
             return np.zeros((0, self.embed_dim), np.float32)
         prompts = [fill(t, text) for text in texts for t in templates] if templates else texts
-        tokens = clip_jax.tokenize(prompts, context_length=self.config.text.context_length)
+        tokens = np.asarray(self.tokenize(prompts))
         rows = -(-len(tokens) // TEXT_BATCH) * TEXT_BATCH
         padded = np.zeros((rows, tokens.shape[1]), tokens.dtype)
         padded[: len(tokens)] = tokens

@@ -68,38 +68,39 @@ class Index:
     # -- opening ------------------------------------------------------------------------------
 
     @staticmethod
-    def _encoder(checkpoint, model, variables, name, batch_size) -> Encoder | None:
+    def _encoder(checkpoint, model, variables, name, batch_size, tokenizer=None) -> Encoder | None:
         if model is not None or variables is not None:
             if model is None or variables is None:
                 raise ValueError("pass both model and variables, or a checkpoint")
-            return Encoder(model, variables, checkpoint=checkpoint, batch_size=batch_size)
+            return Encoder(model, variables, checkpoint=checkpoint, batch_size=batch_size, tokenizer=tokenizer)
         if checkpoint:
-            return Encoder.from_checkpoint(checkpoint, name=name, batch_size=batch_size)
+            return Encoder.from_checkpoint(checkpoint, name=name, batch_size=batch_size, tokenizer=tokenizer)
         return None
 
     @classmethod
     def open(cls, path: str, checkpoint: str | None = None, *, model=None, variables=None, name: str | None = None,
-             writable: bool = False, batch_size: int = 64) -> "Index":
+             writable: bool = False, batch_size: int = 64, tokenizer=None) -> "Index":
         """The index at `path`.  A model (checkpoint, or model + variables) is checked against the
         one the index was made with; without one, the recorded checkpoint is loaded when a query
         needs it."""
         store = Store(os.path.expanduser(path), writable=writable)
         try:
-            return cls(store, cls._encoder(checkpoint, model, variables, name, batch_size))
+            return cls(store, cls._encoder(checkpoint, model, variables, name, batch_size, tokenizer))
         except BaseException:
             store.close()
             raise
 
     @classmethod
     def create(cls, root: str, path: str, checkpoint: str | None = None, *, model=None, variables=None,
-               name: str | None = None, dtype: str = "float16", ann: str = "auto", batch_size: int = 64) -> "Index":
+               name: str | None = None, dtype: str = "float16", ann: str = "auto", batch_size: int = 64,
+               tokenizer=None) -> "Index":
         """A new, empty index of the folder `root` at `path` (call `update` to fill it)."""
         if ann not in ANN_MODES:
             raise ValueError(f"ann={ann!r}; valid: {', '.join(ANN_MODES)}")
         root = os.path.expanduser(root)
         if not os.path.isdir(root):
             raise NotADirectoryError(f"{root!r} is not a folder of images")
-        encoder = cls._encoder(checkpoint, model, variables, name, batch_size)
+        encoder = cls._encoder(checkpoint, model, variables, name, batch_size, tokenizer)
         if encoder is None:
             raise ValueError("a new index needs a model: pass checkpoint=, or model= and variables=")
         store = Store.create(os.path.expanduser(path), root, encoder.identity(), dtype=dtype, ann=ann)
@@ -108,12 +109,14 @@ class Index:
     @classmethod
     def build(cls, root: str, path: str, checkpoint: str | None = None, *, model=None, variables=None,
               name: str | None = None, dtype: str | None = None, ann: str | None = None, batch_size: int = 64,
-              chunk_size: int = 1024, workers: int | None = None, progress: bool = True) -> "Index":
-        """Create the index of `root` at `path`, or bring an existing one up to date."""
+              chunk_size: int = 1024, workers: int | None = None, progress: bool = True, tokenizer=None) -> "Index":
+        """Create the index of `root` at `path`, or bring an existing one up to date.  tokenizer:
+        for SigLIP models whose SentencePiece file is not beside the checkpoint (see
+        clip_jax.tokenizers.resolve); CLIP models use their own BPE."""
         path = os.path.expanduser(path)
         if os.path.exists(os.path.join(path, "manifest.json")):
             index = cls.open(path, checkpoint, model=model, variables=variables, name=name, writable=True,
-                             batch_size=batch_size)
+                             batch_size=batch_size, tokenizer=tokenizer)
             try:
                 index._check_settings(root, dtype, ann)
             except BaseException:
@@ -121,7 +124,7 @@ class Index:
                 raise
         else:
             index = cls.create(root, path, checkpoint, model=model, variables=variables, name=name,
-                               dtype=dtype or "float16", ann=ann or "auto", batch_size=batch_size)
+                               dtype=dtype or "float16", ann=ann or "auto", batch_size=batch_size, tokenizer=tokenizer)
         try:
             index.update(chunk_size=chunk_size, workers=workers, progress=progress)
         except BaseException:
@@ -344,7 +347,7 @@ class Index:
                 raise ValueError(f"query image {os.fspath(image)!r} is not readable: {error}") from None
         if not isinstance(image, Image.Image):
             raise TypeError(f"image must be a path, a PIL image or an image id, not {type(image).__name__}")
-        pixels = files_lib.model_input(image, self.encoder.image_size)
+        pixels = files_lib.model_input(image, self.encoder.image_size, self.encoder.style)
         return self.encoder.encode_images(pixels[None])[0]
 
     def query_vector(self, text: str | None = None, *, image=None, vector=None, plus: str | None = None,
