@@ -34,7 +34,7 @@ TOLERANCE = 1e-4
 CUSTOM = {"embed_dim": 24, "act": "gelu",
           "vision": {"image_size": 48, "width": 64, "layers": 2, "patch_size": 16, "head_width": 16, "mlp_ratio": 3.0},
           "text": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2}}
-LOGGER = "clip_jax.convert.checkpoints"
+LOGGER = "clip_jax.convert.model_files"
 
 
 def features(model, variables, seed=0):

@@ -88,7 +88,7 @@ def test_zero_shot_notebook_with_a_siglip_model(tmp_path, kernel, monkeypatch):
     import shutil
 
     import clip_jax
-    from siglip_helpers import train_sentencepiece
+    from tests.helpers.siglip import train_sentencepiece
 
     monkeypatch.setenv("XLA_FLAGS", "")
     model = clip_jax.create_model("tiny-siglip")

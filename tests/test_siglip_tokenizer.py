@@ -6,8 +6,8 @@ import random
 
 import numpy as np
 import pytest
-from siglip_helpers import train_sentencepiece
-from test_tokenizer import varied_strings
+from tests.helpers.siglip import train_sentencepiece
+from tests.helpers.text import varied_strings
 
 import clip_jax
 from clip_jax.tokenizers import from_spec, load_tokenizer

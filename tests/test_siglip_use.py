@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
-from siglip_helpers import train_sentencepiece
+from tests.helpers.siglip import train_sentencepiece
 
 import clip_jax
 from clip_jax.evaluation import run_evals

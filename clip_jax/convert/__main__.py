@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clip_jax.convert.checkpoints import EXPORT_FORMATS, export_checkpoint, load_checkpoint
+from clip_jax.convert.model_files import EXPORT_FORMATS, export_checkpoint, load_checkpoint
 from clip_jax.models import available_models, name_of
 
 

@@ -136,7 +136,9 @@ def check_config(config: CLIPConfig) -> None:
     else:
         _positive_int(v.layers, "vision.layers")
         _positive_int(v.patch_size, "vision.patch_size")
-        if v.image_size % v.patch_size:
+        # SigLIP's patch convolution drops a remainder (so400m/14 at 384 px sees 378 of them);
+        # CLIP's towers were all trained on whole patches, so a remainder is a mistake there.
+        if v.image_size % v.patch_size and config.family == "clip":
             raise ValueError(f"vision.image_size={v.image_size} is not divisible by vision.patch_size={v.patch_size}: "
                              "the image must split into whole patches")
         if v.width % v.head_width:

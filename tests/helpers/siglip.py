@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import random
 
-from test_tokenizer import varied_strings
+from tests.helpers.text import varied_strings
 
 WORDS = ("a photo of the this is cat dog bird car plane ship truck horse frog deer red green blue yellow "
          "circle square triangle small large two three on left right background drawing close-up").split()

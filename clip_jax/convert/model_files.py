@@ -1,4 +1,5 @@
-"""Load any CLIP checkpoint into clip_jax, and export to open_clip and Hugging Face.
+"""Model files in and out: load any CLIP or SigLIP checkpoint into clip_jax, and export to
+open_clip, Hugging Face and clip_jax files.
 
 Read formats (detected from the file's bytes, not its name):
   * OpenAI's TorchScript archives and any `torch.save` state dict (open_clip's .pt
