@@ -62,9 +62,8 @@ def write_set(directory: str, name: str, count: int) -> str:
 
     if ROOT not in sys.path:  # the tests' photo-like image generator
         sys.path.insert(0, ROOT)
-    from tests.helpers.data import encode, photo_like
-
     from clip_jax.data.wds_writer import ShardWriter
+    from tests.helpers.data import encode, photo_like
 
     low, high, per_shard = SETS[name]
     out = os.path.join(directory, name)

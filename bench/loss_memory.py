@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 
 def main() -> None:
@@ -30,9 +29,8 @@ def main() -> None:
     import jax
     import jax.numpy as jnp
 
-    from clip_jax.configs import base_config
-
     from clip_jax import losses
+    from clip_jax.configs import base_config
     from clip_jax.sharding import batch_sharding, make_mesh
     from clip_jax.trainer import build, jit_train_step
 

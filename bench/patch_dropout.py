@@ -8,8 +8,6 @@ is present, after one warm-up step, and prints examples/s and the speed-up over 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
 
@@ -25,7 +23,6 @@ def main() -> None:
     import numpy as np
 
     from clip_jax.configs import base_config
-
     from clip_jax.sharding import global_batch
     from clip_jax.trainer import build, jit_train_step
 

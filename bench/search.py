@@ -47,8 +47,9 @@ DIM = 512
 
 
 def write_photos(folder: str, n: int, size=(640, 480)) -> None:
-    from tests.helpers.data import photo_like
     from PIL import Image
+
+    from tests.helpers.data import photo_like
 
     os.makedirs(folder, exist_ok=True)
     for i in range(n):

@@ -11,8 +11,6 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
-import jax
-
 
 def itstime(step: int, every: int, last: bool = False) -> bool:
     """True every `every` steps (never when every <= 0) and at the last step."""

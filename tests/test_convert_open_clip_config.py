@@ -27,7 +27,7 @@ import clip_jax  # noqa: E402
 from clip_jax.models import get_config, resolve_config  # noqa: E402
 from clip_jax.models.open_clip_config import to_open_clip  # noqa: E402
 from tests.helpers.oracles import max_diff, perturb_torch_model, random_inputs  # noqa: E402
-from tests.helpers.runtime import ROOT
+from tests.helpers.runtime import ROOT  # noqa: E402
 
 TOLERANCE = 1e-4
 # A GELU architecture no registry knows: only its config can say how to build it.

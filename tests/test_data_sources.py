@@ -2,14 +2,14 @@
 import csv
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from clip_jax import data
-from clip_jax.data import sources, spec as spec_lib
+from clip_jax.data import sources
+from clip_jax.data import spec as spec_lib
 from tests.helpers.data import captioned_shards, jpeg, truncate, write_tar
 from tests.helpers.runtime import load_file
 

@@ -4,8 +4,8 @@ import json
 import os
 import subprocess
 import sys
-from tests.helpers.runtime import ROOT
 
+from tests.helpers.runtime import ROOT
 
 
 def run(*args, timeout=600):

@@ -5,16 +5,13 @@ rows on every host, hosts with different numbers of real rows and captions) and 
 feature cache shared by the hosts."""
 import json
 import os
-import socket
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from tests.helpers.evaluation import _png, class_image, folder_dataset
 from tests.helpers.runtime import ROOT, free_port, worker
-
 
 
 def _captioned_shards(directory: str, images: int = 13) -> str:

@@ -24,8 +24,8 @@ from clip_jax import data  # noqa: E402
 from clip_jax.evaluation import classification_metrics, retrieval_metrics, run_evals  # noqa: E402
 from clip_jax.evaluation.linear_probe import linear_probe  # noqa: E402
 from clip_jax.evaluation.zeroshot import ensemble, zero_shot_scores  # noqa: E402
-from tests.helpers.oracles import perturb_torch_model  # noqa: E402
 from tests.helpers.evaluation import clusters, folder_dataset, retrieval_dataset  # noqa: E402
+from tests.helpers.oracles import perturb_torch_model  # noqa: E402
 
 TINY = {"embed_dim": 32, "quick_gelu": True,
         "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},

@@ -44,7 +44,7 @@ from clip_jax.evaluation import features as features_lib  # noqa: E402
 from clip_jax.evaluation import linear_probe as lp  # noqa: E402
 from clip_jax.evaluation import run_evals  # noqa: E402
 from tests.helpers import realistic  # noqa: E402
-from tests.helpers.runtime import ROOT
+from tests.helpers.runtime import ROOT  # noqa: E402
 
 # open_clip's description of clip_jax's "tiny-vit"
 TINY = {"embed_dim": 32, "quick_gelu": True,

@@ -11,11 +11,9 @@ import pytest
 import clip_jax
 from clip_jax import data
 from clip_jax.evaluation import features as features_lib
-from clip_jax.evaluation import prompts, runner, suites, zeroshot
-from clip_jax.evaluation import run_evals, suite_evals
+from clip_jax.evaluation import prompts, run_evals, runner, suite_evals, zeroshot
 from tests.helpers.evaluation import _png, class_image, folder_dataset, labelled_csv, labelled_wds
 from tests.helpers.runtime import ROOT
-
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ def reference_loss(image, text, scale):
     image = image / np.linalg.norm(image, axis=1, keepdims=True)
     text = text / np.linalg.norm(text, axis=1, keepdims=True)
     logits = scale * image.astype(np.float64) @ text.T.astype(np.float64)
-    def ce(l):
-        l = l - l.max(1, keepdims=True)
-        return -np.mean(np.diag(l) - np.log(np.exp(l).sum(1)))
+    def ce(rows):
+        rows = rows - rows.max(1, keepdims=True)
+        return -np.mean(np.diag(rows) - np.log(np.exp(rows).sum(1)))
     return 0.5 * (ce(logits) + ce(logits.T))
 
 

@@ -3,7 +3,6 @@ a registered name, dimensions (dict or ConfigDict), an open_clip model-config JS
 dimensions fail naming the field and its valid range; a custom architecture trained by
 train.py is read back by load_checkpoint, eval.py and clip_jax.convert with nothing
 registered, and its open_clip export gives the same features in open_clip."""
-import importlib.util
 import json
 import os
 import subprocess

@@ -15,6 +15,7 @@ import nbformat
 import numpy as np
 import papermill
 import pytest
+
 from tests.helpers.runtime import ROOT
 
 NOTEBOOKS = os.path.join(ROOT, "notebooks")

@@ -6,7 +6,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,7 +15,6 @@ from clip_jax.search import Index
 from clip_jax.search.cli import main
 from tests.helpers.runtime import ROOT, worker
 from tests.helpers.search import CLASSES, corrupt_files, random_checkpoint, shapes_folder, trained_checkpoint
-
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,17 @@ from clip_jax.search.ann import AnnIndex
 from clip_jax.search.encoder import Encoder, fingerprint, normalise
 from clip_jax.search.exact import ExactSearch
 from clip_jax.search.files import open_upright, read_for_model, walk
-from tests.helpers.search import CLASSES, corrupt_files, draw, exif_rotated, odd_files, random_checkpoint, save, \
-    shapes_folder, trained_checkpoint
+from tests.helpers.search import (
+    CLASSES,
+    corrupt_files,
+    draw,
+    exif_rotated,
+    odd_files,
+    random_checkpoint,
+    save,
+    shapes_folder,
+    trained_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from clip_jax.search import Index
-from tests.helpers.search import corrupt_files, shapes_folder, trained_checkpoint
 from tests.helpers.runtime import ROOT
+from tests.helpers.search import corrupt_files, shapes_folder, trained_checkpoint
 
 SECRET = "top secret, never to be served"
 

@@ -18,10 +18,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from tests.helpers.oracles import max_diff, perturb_torch_model  # noqa: E402
-
 import clip_jax  # noqa: E402
 from clip_jax.convert.siglip import config_to_hf  # noqa: E402
+from tests.helpers.oracles import max_diff, perturb_torch_model  # noqa: E402
 
 TOLERANCE = 1e-4
 # name -> depth of both towers in the test (full widths, heads, MLPs, positions, vocabulary)

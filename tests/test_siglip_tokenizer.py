@@ -6,12 +6,12 @@ import random
 
 import numpy as np
 import pytest
-from tests.helpers.siglip import train_sentencepiece
-from tests.helpers.text import varied_strings
 
 import clip_jax
 from clip_jax.tokenizers import from_spec, load_tokenizer
 from clip_jax.tokenizers.sentencepiece import SentencePieceTokenizer
+from tests.helpers.siglip import train_sentencepiece
+from tests.helpers.text import varied_strings
 
 transformers = pytest.importorskip("transformers")
 

@@ -13,7 +13,6 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
-from tests.helpers.siglip import train_sentencepiece
 
 import clip_jax
 from clip_jax.evaluation import run_evals
@@ -23,6 +22,7 @@ from clip_jax.evaluation.zeroshot import (
     default_templates,
     zero_shot_probabilities,
 )
+from tests.helpers.siglip import train_sentencepiece
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

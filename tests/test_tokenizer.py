@@ -1,10 +1,10 @@
 """The CLIP BPE tokenizer against the spec's test vectors and open_clip's tokenizer."""
 import hashlib
-import random
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clip_jax import tokenize
 from clip_jax.tokenizers.bpe import VOCAB_PATH, BPETokenizer, default_tokenizer
@@ -102,7 +102,7 @@ def test_literal_special_token_text_is_ordinary_text():
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.characters(), max_size=400))
 def test_random_unicode_never_crashes_the_tokenizer(text):
-    row = clip_jax.tokenize(text)[0]
+    row = tokenize(text)[0]
     assert row[0] == 49406
     end = int(np.argmax(row == 49407))
     assert row[end] == 49407 and not row[end + 1:].any()

@@ -3,21 +3,18 @@ configs fail before compiling, and NaN/Inf are caught."""
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-from clip_jax.train_checkpoints import CheckpointMismatchError
 from clip_jax.optim import decay_mask
 from clip_jax.sharding import path_string
+from clip_jax.train_checkpoints import CheckpointMismatchError
 from clip_jax.trainer import NonFiniteLossError, build, train
 from tests.helpers.runtime import ROOT, free_port, worker
 from tests.helpers.training import SyntheticIterator, synthetic_data, tiny_config
-
 
 
 def losses_of(workdir):
@@ -163,9 +160,9 @@ def test_device_layouts_and_processes_give_the_same_training(tmp_path):
                         "--port", port) for i in range(2)]
     workers = [subprocess.Popen(c, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for c, _ in commands]
-    for worker in workers:
-        _, stderr = worker.communicate(timeout=600)
-        assert worker.returncode == 0, stderr[-3000:]
+    for process in workers:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
     runs["hosts"] = commands[0][1]
     reference = np.load(runs["one"])
     reference_losses = losses_of(tmp_path / "one")

@@ -11,7 +11,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 import clip_jax
 from tests.helpers.runtime import ROOT

@@ -16,7 +16,6 @@ import numpy as np
 
 from clip_jax.convert import siglip
 from clip_jax.convert.safetensors_io import contiguous
-
 from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
 
 _BLOCK_RENAMES = [

@@ -16,7 +16,6 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from clip_jax.convert.safetensors_io import contiguous
-
 from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
 from clip_jax.models.registry import MODELS
 from clip_jax.models.spec import check_config

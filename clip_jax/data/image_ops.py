@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from clip_jax.preprocess import check_style, pixel_affine
+from clip_jax.preprocess import pixel_affine
 
 DEFAULT_RATIO = (3 / 4, 4 / 3)
 JPEG_DCT = "INTEGER_ACCURATE"

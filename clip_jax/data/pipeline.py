@@ -45,7 +45,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from clip_jax.data import image_ops, sources as sources_lib, text_ops
+from clip_jax.data import image_ops, text_ops
+from clip_jax.data import sources as sources_lib
 from clip_jax.data.sources import FAULT_CAPTION, FAULT_IMAGE, FAULT_NONE, FAULT_SHARD
 from clip_jax.preprocess import check_style
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import abc
 import csv
-import io
 import json
 import logging
 import os

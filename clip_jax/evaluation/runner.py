@@ -31,12 +31,12 @@ from typing import Mapping, Sequence
 import jax
 import numpy as np
 
+from clip_jax import tokenizers
 from clip_jax.evaluation import features as features_lib
 from clip_jax.evaluation.linear_probe import linear_probe
+from clip_jax.evaluation.metrics import classification_metrics
 from clip_jax.evaluation.prompts import resolve_class_names, resolve_class_subset, resolve_templates
 from clip_jax.evaluation.retrieval import flatten_captions, retrieval_metrics
-from clip_jax.evaluation.metrics import classification_metrics
-from clip_jax import tokenizers
 from clip_jax.evaluation.zeroshot import classifier_weights, default_templates, zero_shot_scores
 
 TASKS = ("zeroshot", "retrieval", "linear_probe")

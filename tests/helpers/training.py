@@ -60,7 +60,6 @@ def synthetic_data(setup, seed):
 
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
-    import sys, os
 
     from clip_jax.configs import base_config
 

@@ -5,8 +5,6 @@
         [--mesh data=2,fsdp=4] [--num_processes 2 --process_id 0 --port 12345]
 """
 import argparse
-import os
-import sys
 
 
 def main():
@@ -27,10 +25,9 @@ def main():
     import numpy as np
     from jax.experimental import multihost_utils
 
-    from tests.helpers.training import synthetic_data, tiny_config
-
     from clip_jax.sharding import path_string
     from clip_jax.trainer import train
+    from tests.helpers.training import synthetic_data, tiny_config
 
     mesh = tuple((name, int(size)) for name, size in (item.split("=") for item in args.mesh.split(",")))
     config = tiny_config(total_steps=args.steps, mesh=mesh, model=args.model, checkpoint_every=1000)
