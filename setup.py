@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint==0.12.8",
     "tensorflow-cpu==2.21.0",
     "tensorflow-datasets==4.9.10",
+    "importlib_resources==6.5.2",  # tensorflow-datasets' etils.epath imports it but does not require it
     "tensorboard==2.21.0",
     "sentencepiece==0.2.3",
     "ml-collections==1.1.0",

@@ -44,15 +44,15 @@ def test_two_processes_match_one(tmp_path):
     workers = [subprocess.Popen(c, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for c in commands]
     try:
-        for worker in workers:
-            _, stderr = worker.communicate(timeout=240)
-            assert worker.returncode == 0, stderr[-3000:]
+        for process in workers:
+            _, stderr = process.communicate(timeout=240)
+            assert process.returncode == 0, stderr[-3000:]
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
+        for process in workers:
+            if process.poll() is None:
+                process.kill()
 
-    from eval_worker import evaluate
+    from tests.workers.evaluate import evaluate
 
     arrays, metrics = evaluate(*clip_jax.load_checkpoint(str(checkpoint)), images, captions)  # 8 devices, one host
     hosts = np.load(out)

@@ -134,13 +134,14 @@ def test_uint8_images_train_like_their_float32_normalisation(accumulation):
     """Batches cross to the devices as uint8 and are normalised inside the step: the same
     loss and gradients as the float32 batch the pipeline used to send."""
     from clip_jax.gradients import make_grad_fn
-    from clip_jax.preprocess import PIXEL_OFFSET, PIXEL_SCALE
+    from clip_jax.preprocess import pixel_affine
 
     setup = build(tiny_config(accumulation_steps=accumulation))
     state = setup.init_state(jax.random.key(0, impl="rbg"))
     tokens = next(SyntheticIterator(16, 32))["tokens"]
     pixels = np.random.RandomState(0).randint(0, 256, (16, 32, 32, 3)).astype(np.uint8)
-    floats = pixels.astype(np.float32) * PIXEL_SCALE + PIXEL_OFFSET
+    scale, offset = pixel_affine("clip")
+    floats = pixels.astype(np.float32) * scale + offset
     grad_fn = jax.jit(make_grad_fn(setup.model, "softmax", setup.mesh, accumulation))
     rng = jax.random.PRNGKey(1)
     results = [grad_fn(state.params, state.batch_stats, global_batch({"images": images, "tokens": tokens}, setup.mesh),
