@@ -32,12 +32,19 @@ def main() -> None:
     mesh = make_mesh([("data", -1), ("fsdp", 1)])
     rs = np.random.RandomState(0)
     put = lambda x: jax.device_put(losses.l2_normalize(x), batch_sharding(mesh))  # noqa: E731
-    image, text = put(rs.randn(args.batch, args.dim).astype(np.float32)), put(rs.randn(args.batch, args.dim).astype(np.float32))
+    image, text = (
+        put(rs.randn(args.batch, args.dim).astype(np.float32)),
+        put(rs.randn(args.batch, args.dim).astype(np.float32)),
+    )
     print(f"{jax.device_count()} x {jax.devices()[0].device_kind}, global batch {args.batch}, dim {args.dim}")
     times = {}
     for name in ("softmax", "softmax_ring", "sigmoid_dense", "sigmoid"):
-        fn = jax.jit(jax.value_and_grad(
-            lambda i, t: losses.loss_spec(name)(i, t, jnp.float32(10.0), bias=jnp.float32(-10.0), mesh=mesh)[0], argnums=(0, 1)))
+        fn = jax.jit(
+            jax.value_and_grad(
+                lambda i, t: losses.loss_spec(name)(i, t, jnp.float32(10.0), bias=jnp.float32(-10.0), mesh=mesh)[0],
+                argnums=(0, 1),
+            )
+        )
         jax.block_until_ready(fn(image, text))
         start = time.perf_counter()
         for _ in range(args.repeats):
@@ -45,8 +52,10 @@ def main() -> None:
         jax.block_until_ready(out)
         times[name] = (time.perf_counter() - start) / args.repeats
     for name, reference in (("softmax_ring", "softmax"), ("sigmoid", "sigmoid_dense")):
-        print(f"{reference:<14} {times[reference] * 1e3:9.1f} ms   {name:<13} {times[name] * 1e3:9.1f} ms   "
-              f"ratio {times[name] / times[reference]:.2f}x")
+        print(
+            f"{reference:<14} {times[reference] * 1e3:9.1f} ms   {name:<13} {times[name] * 1e3:9.1f} ms   "
+            f"ratio {times[name] / times[reference]:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,10 @@ def main() -> None:
     args = parser.parse_args()
     import open_clip
 
-    prompts = [f"a photo of a {w} number {i}, taken outdoors." for i, w in enumerate(["dog", "cat", "car"] * (args.captions // 6 + 1))]
+    prompts = [
+        f"a photo of a {w} number {i}, taken outdoors."
+        for i, w in enumerate(["dog", "cat", "car"] * (args.captions // 6 + 1))
+    ]
     captions = (varied_strings(args.captions // 2, seed=1) + prompts)[: args.captions]
     ours = BPETokenizer()
     theirs = open_clip.tokenizer.SimpleTokenizer()

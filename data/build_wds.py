@@ -1,4 +1,5 @@
-"""python data/build_wds.py --out DIR/PREFIX (--captions FILE.csv|FILE.jsonl [--images DIR] | --from SPEC) [--per-shard 10000]
+"""python data/build_wds.py --out DIR/PREFIX [--per-shard 10000] \
+       (--captions FILE.csv|FILE.jsonl [--images DIR] | --from SPEC)
 
 Builds WebDataset shards (key.jpg|png|webp|..., key.txt, key.json, key.cls) from
   --captions: a CSV or JSON-lines file of image paths and captions (columns/keys named by
@@ -10,6 +11,7 @@ Builds WebDataset shards (key.jpg|png|webp|..., key.txt, key.json, key.cls) from
 Image bytes are copied unchanged (no re-encoding).  Unreadable images and rows without a
 caption are skipped and counted.  Prints the wds: spec of the result.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +28,9 @@ from clip_jax.data.sources import FAULT_NONE, valid_caption
 from clip_jax.data.wds_writer import ShardWriter, image_extension
 
 
-def rows_from_captions(path: str, images: str, image_key: str, caption_key: str) -> Iterator[tuple[bytes | None, list, int]]:
+def rows_from_captions(
+    path: str, images: str, image_key: str, caption_key: str
+) -> Iterator[tuple[bytes | None, list, int]]:
     with tf.io.gfile.GFile(path, "r") as f:
         if path.endswith((".jsonl", ".json")):
             records = (json.loads(line) for line in f if line.strip())
@@ -34,7 +38,9 @@ def rows_from_captions(path: str, images: str, image_key: str, caption_key: str)
             records = csv.DictReader(f, delimiter="\t" if path.endswith(".tsv") else ",")
         for number, record in enumerate(records, 1):
             if image_key not in record or caption_key not in record:
-                raise ValueError(f"{path} record {number} lacks {image_key!r} or {caption_key!r}; it has {sorted(record)}")
+                raise ValueError(
+                    f"{path} record {number} lacks {image_key!r} or {caption_key!r}; it has {sorted(record)}"
+                )
             captions = record[caption_key]
             captions = captions if isinstance(captions, list) else [captions]
             try:

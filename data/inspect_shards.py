@@ -69,7 +69,13 @@ def _summary(values) -> dict:
     if not values:
         return {}
     v = np.asarray(values)
-    return {"min": int(v.min()), "mean": round(float(v.mean()), 2), "p50": float(np.median(v)), "p95": float(np.percentile(v, 95)), "max": int(v.max())}
+    return {
+        "min": int(v.min()),
+        "mean": round(float(v.mean()), 2),
+        "p50": float(np.median(v)),
+        "p95": float(np.percentile(v, 95)),
+        "max": int(v.max()),
+    }
 
 
 def main(argv=None) -> dict:

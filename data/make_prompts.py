@@ -168,18 +168,27 @@ def main():
         theirs = clip_benchmark.pop(key, None)
         if theirs is not None:
             mine = {"class_names": classes, "templates": templates}
-            differ = [field for field in ("class_names", "templates") if field in theirs and theirs[field] != mine[field]]
-            absent = [field for field in ("class_names", "templates") if field not in theirs]
+            fields = ("class_names", "templates")
+            differ = [field for field in fields if field in theirs and theirs[field] != mine[field]]
+            absent = [field for field in fields if field not in theirs]
             if differ:
                 entry["source"] += f"; CLIP_benchmark 1.6.2's {' and '.join(differ)} differ: {key}_clip_benchmark"
-                note = ("its class order and names follow CLIP_benchmark's dataset loaders" if "class_names" in differ
-                        else "other templates, " + ("same class names" if "class_names" in theirs else "no class names"))
+                note = (
+                    "its class order and names follow CLIP_benchmark's dataset loaders"
+                    if "class_names" in differ
+                    else "other templates, " + ("same class names" if "class_names" in theirs else "no class names")
+                )
                 out[f"{key}_clip_benchmark"] = {
-                    **theirs, "source": f"CLIP_benchmark 1.6.2 en_*.json; differs from OpenAI's prompts.md ({note})"}
+                    **theirs,
+                    "source": f"CLIP_benchmark 1.6.2 en_*.json; differs from OpenAI's prompts.md ({note})",
+                }
             else:
-                entry["source"] += ("; CLIP_benchmark 1.6.2 has the same lists" if not absent else
-                                    f"; CLIP_benchmark 1.6.2 has the same {' and '.join(mine.keys() - set(absent))}"
-                                    f" and no {' or '.join(absent)}")
+                entry["source"] += (
+                    "; CLIP_benchmark 1.6.2 has the same lists"
+                    if not absent
+                    else f"; CLIP_benchmark 1.6.2 has the same {' and '.join(mine.keys() - set(absent))}"
+                    f" and no {' or '.join(absent)}"
+                )
         out[key] = entry
     for key, entry in clip_benchmark.items():
         out[key] = {**entry, "source": "CLIP_benchmark 1.6.2 en_*.json (not a dataset of prompts.md)"}
@@ -193,9 +202,16 @@ def main():
         f.write("\n")
     with open(os.path.join(HERE, "class_subsets.json"), "w") as f:
         subsets = class_subsets(args.imagenet_a, args.imagenet_r)  # one line per list
-        f.write("{\n" + ",\n".join(f" {json.dumps(key)}: {{\n" + ",\n".join(
-            f"  {json.dumps(field)}: {json.dumps(value)}" for field, value in entry.items()) + "\n }"
-            for key, entry in subsets.items()) + "\n}\n")
+        f.write(
+            "{\n"
+            + ",\n".join(
+                f" {json.dumps(key)}: {{\n"
+                + ",\n".join(f"  {json.dumps(field)}: {json.dumps(value)}" for field, value in entry.items())
+                + "\n }"
+                for key, entry in subsets.items()
+            )
+            + "\n}\n"
+        )
 
 
 if __name__ == "__main__":

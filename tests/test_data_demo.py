@@ -51,9 +51,13 @@ def test_heldout_pairs_never_in_train_and_only_in_heldout():
 def test_zero_shot_classes_and_eval_labels():
     names = data.class_names("demo:heldout")
     assert len(names) == 18 and names[demo.PAIRS.index(("red", "triangle"))] == "a red triangle"
-    labels = np.concatenate([b["labels"][b["mask"]] for b in data.eval_batches("demo:heldout?n=40", batch_size=16, image_size=32)])
+    labels = np.concatenate(
+        [b["labels"][b["mask"]] for b in data.eval_batches("demo:heldout?n=40", batch_size=16, image_size=32)]
+    )
     assert len(labels) == 40 and set(labels.tolist()) <= set(demo.heldout_labels())
-    captions = [c for b in data.eval_batches("demo:heldout?n=5", batch_size=8, image_size=32) for c in b["captions"][:5]]
+    captions = [
+        c for b in data.eval_batches("demo:heldout?n=5", batch_size=8, image_size=32) for c in b["captions"][:5]
+    ]
     assert all(len(c) == 1 for c in captions)
 
 

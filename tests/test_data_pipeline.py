@@ -41,8 +41,16 @@ def test_graph_sentencepiece_matches_python(tmp_path):
     sentencepiece = pytest.importorskip("sentencepiece")
     model = tmp_path / "sp"
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(varied_captions(200) * 3), model_prefix=str(model), vocab_size=60, hard_vocab_limit=False, minloglevel=2,
-        character_coverage=1.0, eos_id=1, pad_id=0, unk_id=2, bos_id=-1,
+        sentence_iterator=iter(varied_captions(200) * 3),
+        model_prefix=str(model),
+        vocab_size=60,
+        hard_vocab_limit=False,
+        minloglevel=2,
+        character_coverage=1.0,
+        eos_id=1,
+        pad_id=0,
+        unk_id=2,
+        bos_id=-1,
     )
     name = f"sentencepiece:{model}.model"
     captions = varied_captions(100)
@@ -51,7 +59,7 @@ def test_graph_sentencepiece_matches_python(tmp_path):
     np.testing.assert_array_equal(got, expected)
     processor = sentencepiece.SentencePieceProcessor(model_file=f"{model}.model")
     row = processor.encode(captions[0])[:23] + [1]
-    assert got[0, : len(row)].tolist() == row and not got[0, len(row):].any()
+    assert got[0, : len(row)].tolist() == row and not got[0, len(row) :].any()
     with pytest.raises(ValueError, match="no SentencePiece model"):
         text_ops.graph_tokenizer(f"sentencepiece:{tmp_path}/none.model", 8)
     with pytest.raises(ValueError, match="'bpe', 'siglip:PATH', 'gemma:PATH' or 'sentencepiece:PATH'"):
@@ -85,12 +93,18 @@ def test_eval_transform_close_to_pil(fmt):
 def test_eval_transform_exact_when_no_resize():
     pixels = photo_like(224, 300, 0)
     encoded = encode(pixels, "PNG")
-    np.testing.assert_allclose(image_ops.eval_image(tf.constant(encoded), 224).numpy(), preprocess(Image.fromarray(pixels), 224), atol=1e-6)
+    np.testing.assert_allclose(
+        image_ops.eval_image(tf.constant(encoded), 224).numpy(), preprocess(Image.fromarray(pixels), 224), atol=1e-6
+    )
 
 
 def test_train_crop_statistics_and_formats():
     seeds = [tf.constant([0, i], tf.int64) for i in range(8)]
-    for data_bytes in (jpeg(300, 400), encode(photo_like(300, 400, 1), "PNG"), encode(photo_like(300, 400, 2), "WEBP", quality=90)):
+    for data_bytes in (
+        jpeg(300, 400),
+        encode(photo_like(300, 400, 1), "PNG"),
+        encode(photo_like(300, 400, 2), "WEBP", quality=90),
+    ):
         crops = [image_ops.train_image(tf.constant(data_bytes), 64, s, scale=(0.9, 1.0)).numpy() for s in seeds]
         assert all(c.shape == (64, 64, 3) for c in crops)
         assert len({c.tobytes() for c in crops}) > 1  # crops differ between seeds
@@ -126,18 +140,31 @@ def test_resize_bicubic_equals_pil_on_float_images(shape, box, size):
     pixels = photo_like(*shape, sum(shape))
     got = image_ops.resize_bicubic(tf.constant(pixels), tf.constant(box, tf.float32), size).numpy()
     top, left, height, width = box
-    expected = np.stack([
-        np.asarray(Image.fromarray(pixels[..., c].astype(np.float32), "F").resize(
-            (size, size), Image.BICUBIC, box=(left, top, left + width, top + height)))
-        for c in range(3)
-    ], -1)
+    expected = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(pixels[..., c].astype(np.float32), "F").resize(
+                    (size, size), Image.BICUBIC, box=(left, top, left + width, top + height)
+                )
+            )
+            for c in range(3)
+        ],
+        -1,
+    )
     assert got.shape == (size, size, 3) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected, atol=0.02)
 
 
 # (image h, w), output size, the DCT scale the 0.9-1.0 crops of it must get
-DCT_CASES = [((100, 90), 64, 1), ((150, 200), 64, 2), ((330, 300), 64, 4), ((600, 700), 64, 8), ((300, 400), 224, 1),
-             ((520, 700), 224, 2), ((1000, 1333), 224, 4)]
+DCT_CASES = [
+    ((100, 90), 64, 1),
+    ((150, 200), 64, 2),
+    ((330, 300), 64, 4),
+    ((600, 700), 64, 8),
+    ((300, 400), 224, 1),
+    ((520, 700), 224, 2),
+    ((1000, 1333), 224, 4),
+]
 
 
 @pytest.mark.parametrize("shape, size, scale", DCT_CASES)
@@ -238,11 +265,20 @@ def test_epochs_cover_every_example_and_hosts_are_disjoint(shards):
 
 def test_fewer_units_than_hosts_stride_examples(tmp_path):
     spec = captioned_shards(str(tmp_path), num_shards=1, per_shard=12)
-    ids = [sorted(i for b in make(spec, epochs=1, batch_size=2, process_index=h, process_count=3) for i in decode_ids(b["tokens"])) for h in range(3)]
+    ids = [
+        sorted(
+            i
+            for b in make(spec, epochs=1, batch_size=2, process_index=h, process_count=3)
+            for i in decode_ids(b["tokens"])
+        )
+        for h in range(3)
+    ]
     assert sorted(sum(ids, [])) == list(range(12)) and all(len(x) == 4 for x in ids)
 
 
-@pytest.mark.parametrize("k, options", [(1, {}), (4, {}), (9, {}), (4, {"train_transform": "exact", "uint8_images": True})])
+@pytest.mark.parametrize(
+    "k, options", [(1, {}), (4, {}), (9, {}), (4, {"train_transform": "exact", "uint8_images": True})]
+)
 def test_resume_is_exact(shards, k, options):
     reference = make(shards, epochs=3, **options)
     expected = [next(reference) for _ in range(k + 5)]
@@ -288,7 +324,9 @@ def test_mixture_weights_and_resume(tmp_path):
     a = captioned_shards(str(tmp_path / "a"), 2, 20, prefix="a")
     b_dir = tmp_path / "b"
     b_dir.mkdir()
-    write_tar(str(b_dir / "b.tar"), [(f"{i}", {"jpg": jpeg(seed=i), "txt": f"other {1000 + i}".encode()}) for i in range(20)])
+    write_tar(
+        str(b_dir / "b.tar"), [(f"{i}", {"jpg": jpeg(seed=i), "txt": f"other {1000 + i}".encode()}) for i in range(20)]
+    )
     spec = f"{a}@0.8+wds:{b_dir}/b.tar@0.2"
     ids = [i for _, batch in zip(range(25), make(spec, batch_size=8)) for i in decode_ids(batch["tokens"])]
     share_b = np.mean(np.array(ids) >= 1000)
@@ -305,17 +343,20 @@ def test_faults_are_skipped_and_counted(tmp_path):
     good = jpeg()
     corrupt = bytearray(good)
     corrupt[len(corrupt) // 3 : len(corrupt) // 3 + 200] = b"\x00" * 200
-    write_tar(str(tmp_path / "a.tar"), [
-        ("0", {"jpg": good, "txt": b"example 0"}),
-        ("1", {"jpg": b"\xff\xd8\xff\xe0 this is not a jpeg", "txt": b"example 1"}),  # corrupt JPEG bytes
-        ("2", {"jpg": b"", "txt": b"example 2"}),  # zero-byte image
-        ("3", {"jpg": good}),  # missing caption
-        ("4", {"jpg": good, "txt": b"\xff\xfe\x00bad"}),  # non-UTF-8 caption
-        ("5", {"jpg": good, "txt": b"   "}),  # empty caption
-        ("6", {"jpg": good, "txt": b"example 6 " + b"x" * 10_000}),  # very long caption: kept, truncated
-        ("7", {"png": b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "txt": b"example 7"}),  # corrupt PNG
-        ("8", {"jpg": good, "txt": b"example 8"}),
-    ])
+    write_tar(
+        str(tmp_path / "a.tar"),
+        [
+            ("0", {"jpg": good, "txt": b"example 0"}),
+            ("1", {"jpg": b"\xff\xd8\xff\xe0 this is not a jpeg", "txt": b"example 1"}),  # corrupt JPEG bytes
+            ("2", {"jpg": b"", "txt": b"example 2"}),  # zero-byte image
+            ("3", {"jpg": good}),  # missing caption
+            ("4", {"jpg": good, "txt": b"\xff\xfe\x00bad"}),  # non-UTF-8 caption
+            ("5", {"jpg": good, "txt": b"   "}),  # empty caption
+            ("6", {"jpg": good, "txt": b"example 6 " + b"x" * 10_000}),  # very long caption: kept, truncated
+            ("7", {"png": b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "txt": b"example 7"}),  # corrupt PNG
+            ("8", {"jpg": good, "txt": b"example 8"}),
+        ],
+    )
     write_tar(str(tmp_path / "b.tar"), [(f"{i}", {"jpg": good, "txt": f"example {i}".encode()}) for i in range(10, 16)])
     truncate(str(tmp_path / "b.tar"), 0.5)
     (tmp_path / "c.tar").write_bytes(b"not a tar file at all" * 100)
@@ -357,7 +398,9 @@ def test_argument_errors(shards):
 
 
 def test_eval_batches_hosts_pad_to_the_same_count(shards):
-    per_host = [list(data.eval_batches(shards, batch_size=7, image_size=16, process_index=h, process_count=4)) for h in range(4)]
+    per_host = [
+        list(data.eval_batches(shards, batch_size=7, image_size=16, process_index=h, process_count=4)) for h in range(4)
+    ]
     assert len({len(b) for b in per_host}) == 1  # 60 examples / 4 hosts = 15 -> 3 batches of 7
     assert len(per_host[0]) == 3
     captions = [c[0] for batches in per_host for b in batches for c, m in zip(b["captions"], b["mask"]) if m]

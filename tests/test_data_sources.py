@@ -91,7 +91,14 @@ def test_wds_grouping_captions_labels_and_faults(tmp_path):
         ("k5", {"jpg": good, "txt": b"   "}),
     ])
     rows = read_all(f"wds:{path}")
-    assert [r["captions"].tolist() for r in rows] == [[b"a caption"], [b"one", b"two"], [], [b"no image"], [b"zero-byte image"], []]
+    assert [r["captions"].tolist() for r in rows] == [
+        [b"a caption"],
+        [b"one", b"two"],
+        [],
+        [b"no image"],
+        [b"zero-byte image"],
+        [],
+    ]
     assert [int(r["fault"]) for r in rows] == [0, 0, 0, sources.FAULT_IMAGE, sources.FAULT_IMAGE, 0]
     assert [int(r["label"]) for r in rows] == [-1, -1, 7, -1, -1, -1]
     assert rows[0]["image"] == good
@@ -184,7 +191,10 @@ def test_csv_source_columns_and_missing_files(tmp_path):
     with pytest.raises(ValueError, match=r"no column 'image'.*\['filepath', 'title'\]"):
         data.open_sources(f"csv:{tmp_path}/pairs.csv")
     rows = read_all(f"csv:{tmp_path}/pairs.csv?image=filepath&caption=title")
-    assert [(r["captions"].tolist(), int(r["fault"])) for r in rows] == [([b"a photo"], 0), ([b"gone"], sources.FAULT_IMAGE)]
+    assert [(r["captions"].tolist(), int(r["fault"])) for r in rows] == [
+        ([b"a photo"], 0),
+        ([b"gone"], sources.FAULT_IMAGE),
+    ]
 
 
 # -- tfds (a tiny builder prepared locally: nothing is downloaded) ------------------------
@@ -198,11 +208,16 @@ def tiny_tfds(tmp_path_factory):
         VERSION = tfds.core.Version("1.0.0")
 
         def _info(self):
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3)),
-                "captions": tfds.features.Sequence({"text": tfds.features.Text()}),
-                "label": tfds.features.ClassLabel(names=["zero", "one", "two"]),
-            }))
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Image(shape=(None, None, 3)),
+                        "captions": tfds.features.Sequence({"text": tfds.features.Text()}),
+                        "label": tfds.features.ClassLabel(names=["zero", "one", "two"]),
+                    }
+                ),
+            )
 
         def _split_generators(self, dl_manager):
             return {"train": self._generate_examples(7), "test": self._generate_examples(4)}
@@ -223,7 +238,11 @@ def test_tfds_source(tiny_tfds):
     # TFDS stores examples in its own (hashed) order: compare with what tfds itself reads.
     import tensorflow_datasets as tfds
 
-    expected = list(tfds.load("tiny_captions_for_clip_jax", split="train[2:6]", data_dir=tiny_tfds, shuffle_files=False).as_numpy_iterator())
+    expected = list(
+        tfds.load(
+            "tiny_captions_for_clip_jax", split="train[2:6]", data_dir=tiny_tfds, shuffle_files=False
+        ).as_numpy_iterator()
+    )
     assert [r["captions"].tolist() for r in rows] == [e["captions"]["text"].tolist() for e in expected]
     assert [int(r["label"]) for r in rows] == [int(e["label"]) for e in expected]
     assert [tf.io.decode_png(r["image"]).numpy().tolist() for r in rows] == [e["image"].tolist() for e in expected]
@@ -239,7 +258,16 @@ def test_tfds_source(tiny_tfds):
 
 
 def test_build_wds_from_tfds_and_inspect(tiny_tfds, tmp_path):
-    spec = build_wds.main(["--from", f"tfds:tiny_captions_for_clip_jax:test?data_dir={tiny_tfds}", "--out", str(tmp_path / "t"), "--per-shard", "3"])
+    spec = build_wds.main(
+        [
+            "--from",
+            f"tfds:tiny_captions_for_clip_jax:test?data_dir={tiny_tfds}",
+            "--out",
+            str(tmp_path / "t"),
+            "--per-shard",
+            "3",
+        ]
+    )
     assert spec == f"wds:{tmp_path}/t-{{00000..00001}}.tar"
     rows = read_all(spec)
     original = read_all(f"tfds:tiny_captions_for_clip_jax:test?data_dir={tiny_tfds}")
@@ -260,7 +288,9 @@ def test_build_wds_from_captions_file(tmp_path, fmt):
     (tmp_path / "im").mkdir()
     for i in range(5):
         (tmp_path / "im" / f"{i}.jpg").write_bytes(jpeg(seed=i))
-    rows = [{"image": f"im/{i}.jpg", "caption": f"caption {i}"} for i in range(5)] + [{"image": "im/none.jpg", "caption": "x"}]
+    rows = [{"image": f"im/{i}.jpg", "caption": f"caption {i}"} for i in range(5)] + [
+        {"image": "im/none.jpg", "caption": "x"}
+    ]
     path = tmp_path / f"caps.{fmt}"
     if fmt == "csv":
         with open(path, "w", newline="") as f:
@@ -281,4 +311,6 @@ def test_make_demo_shards_round_trip(tmp_path):
     on_the_fly = read_all("demo:heldout?n=25")
     assert len(from_shards) == len(on_the_fly) == 25
     for a, b in zip(from_shards, on_the_fly):
-        assert a["image"] == b["image"] and a["captions"].tolist() == b["captions"].tolist() and a["label"] == b["label"]
+        assert (
+            a["image"] == b["image"] and a["captions"].tolist() == b["captions"].tolist() and a["label"] == b["label"]
+        )

@@ -19,7 +19,9 @@ def test_classification_metrics_match_sklearn(rng):
     m = classification_metrics(scores, labels)
     assert m["top1"] == pytest.approx(100 * sklearn_metrics.accuracy_score(labels, scores.argmax(1)))
     assert m["top5"] == pytest.approx(100 * sklearn_metrics.top_k_accuracy_score(labels, scores, k=5, labels=range(7)))
-    assert m["mean_per_class_recall"] == pytest.approx(100 * sklearn_metrics.balanced_accuracy_score(labels, scores.argmax(1)))
+    assert m["mean_per_class_recall"] == pytest.approx(
+        100 * sklearn_metrics.balanced_accuracy_score(labels, scores.argmax(1))
+    )
     with pytest.raises(ValueError, match="does not fit 7 classes"):
         classification_metrics(scores, np.full(300, 7))
 
@@ -30,7 +32,9 @@ def test_retrieval_metrics_brute_force(rng):
     text_image = np.repeat(np.arange(30), captions)
     texts = images[text_image] + 1.2 * rng.randn(len(text_image), 8)
     m = retrieval_metrics(images, texts, text_image, chunk=7)
-    cos = (texts / np.linalg.norm(texts, axis=1, keepdims=True)) @ (images / np.linalg.norm(images, axis=1, keepdims=True)).T
+    cos = (texts / np.linalg.norm(texts, axis=1, keepdims=True)) @ (
+        images / np.linalg.norm(images, axis=1, keepdims=True)
+    ).T
     for k in (1, 5, 10):
         t2i = np.mean([text_image[t] in np.argsort(-cos[t])[:k] for t in range(len(texts))])
         i2t = np.mean([bool(set(np.argsort(-cos[:, i])[:k]) & set(np.nonzero(text_image == i)[0])) for i in range(30)])
@@ -61,18 +65,23 @@ def _reference_solve(x, y, lam, classes):
     onehot = np.eye(classes)[y]
 
     def value_and_grad(flat):
-        w, b = flat[: d * classes].reshape(d, classes), flat[d * classes:]
+        w, b = flat[: d * classes].reshape(d, classes), flat[d * classes :]
         logits = x @ w + b
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         p /= p.sum(axis=1, keepdims=True)
-        value = -np.mean(np.log(p[np.arange(n), y])) + lam / (2 * n) * np.sum(w ** 2)
+        value = -np.mean(np.log(p[np.arange(n), y])) + lam / (2 * n) * np.sum(w**2)
         r = (p - onehot) / n
         return value, np.concatenate([(x.T @ r + lam / n * w).ravel(), r.sum(axis=0)])
 
-    out = minimize(value_and_grad, np.zeros(d * classes + classes), jac=True, method="L-BFGS-B",
-                   options={"maxiter": 20000, "gtol": 1e-10, "ftol": 1e-15})
-    return out.x[: d * classes].reshape(d, classes), out.x[d * classes:], out.fun
+    out = minimize(
+        value_and_grad,
+        np.zeros(d * classes + classes),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 20000, "gtol": 1e-10, "ftol": 1e-15},
+    )
+    return out.x[: d * classes].reshape(d, classes), out.x[d * classes :], out.fun
 
 
 @pytest.mark.parametrize("lam", [1e-2, 1.0, 1e3])
@@ -125,8 +134,9 @@ def _stable_recalls(images, texts, text_image, k):
     cos = np.array([[np.dot(norm(t.astype(np.float64)), norm(i.astype(np.float64))) for i in images] for t in texts])
     t2i = np.mean([text_image[t] in np.argsort(-cos[t], kind="stable")[:k] for t in range(len(texts))])
     queries = np.unique(text_image)
-    i2t = np.mean([bool(set(np.argsort(-cos[:, i], kind="stable")[:k]) & set(np.nonzero(text_image == i)[0]))
-                   for i in queries])
+    i2t = np.mean(
+        [bool(set(np.argsort(-cos[:, i], kind="stable")[:k]) & set(np.nonzero(text_image == i)[0])) for i in queries]
+    )
     return 100 * t2i, 100 * i2t
 
 
@@ -167,9 +177,9 @@ def test_classification_ties_go_to_the_first_class():
     """Equal scores (duplicate class names, constant features): the first maximum is the
     prediction, as torch.argmax and numpy.argmax; top-5 needs 5 classes."""
     torch = pytest.importorskip("torch")
-    scores = np.array([[0.2, 0.5, 0.5, 0.1, 0.5, 0.0],
-                       [0.3, 0.3, 0.3, 0.3, 0.3, 0.3],
-                       [0.0, 0.1, 0.9, 0.9, 0.2, 0.2]], np.float32)
+    scores = np.array(
+        [[0.2, 0.5, 0.5, 0.1, 0.5, 0.0], [0.3, 0.3, 0.3, 0.3, 0.3, 0.3], [0.0, 0.1, 0.9, 0.9, 0.2, 0.2]], np.float32
+    )
     labels = np.array([2, 0, 3])
     m = classification_metrics(scores, labels)
     first = torch.from_numpy(scores).argmax(dim=1).numpy()

@@ -21,7 +21,9 @@ def _captioned_shards(directory: str, images: int = 13) -> str:
     with ShardWriter(os.path.join(directory, "cap-"), samples_per_shard=5) as writer:
         for i in range(images):
             texts = [f"picture {i} caption {j} of kind {i % 4}" for j in range(i % 3 + 1)]
-            writer.write(f"s{i:04d}", {"png": _png(class_image(i % 4, 300 + i)), "json": json.dumps({"captions": texts})})
+            writer.write(
+                f"s{i:04d}", {"png": _png(class_image(i % 4, 300 + i)), "json": json.dumps({"captions": texts})}
+            )
         return writer.spec()
 
 
@@ -34,15 +36,38 @@ def test_two_processes_match_one(tmp_path):
     import clip_jax
 
     model = clip_jax.create_model("tiny-vit")
-    checkpoint = clip_jax.export_checkpoint(model, clip_jax.init_variables(model, 0), str(tmp_path / "tiny.safetensors"),
-                                            "open_clip")
+    checkpoint = clip_jax.export_checkpoint(
+        model, clip_jax.init_variables(model, 0), str(tmp_path / "tiny.safetensors"), "open_clip"
+    )
     port = str(free_port())
     out = tmp_path / "hosts.npz"
-    commands = [worker("evaluate", "--checkpoint", checkpoint, "--out", out, "--images", images, "--captions", captions,
-                       "--devices", "4", "--num_processes", "2", "--process_id", i, "--port", port,
-                       "--cache_dir", tmp_path / "cache") for i in range(2)]
-    workers = [subprocess.Popen(c, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for c in commands]
+    commands = [
+        worker(
+            "evaluate",
+            "--checkpoint",
+            checkpoint,
+            "--out",
+            out,
+            "--images",
+            images,
+            "--captions",
+            captions,
+            "--devices",
+            "4",
+            "--num_processes",
+            "2",
+            "--process_id",
+            i,
+            "--port",
+            port,
+            "--cache_dir",
+            tmp_path / "cache",
+        )
+        for i in range(2)
+    ]
+    workers = [
+        subprocess.Popen(c, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands
+    ]
     try:
         for process in workers:
             _, stderr = process.communicate(timeout=240)

@@ -104,8 +104,12 @@ def test_retrieval_end_to_end(models, tmp_path):
                                    amp=False, recall_k_list=[1, 5, 10])
     print("retrieval ours", {k: round(v, 2) for k, v in ours.items()}, "CLIP_benchmark", theirs)
     for k in (1, 5, 10):
-        assert ours[f"eval/r/image_to_text_recall@{k}"] == pytest.approx(100 * theirs[f"text_retrieval_recall@{k}"], abs=0.5)
-        assert ours[f"eval/r/text_to_image_recall@{k}"] == pytest.approx(100 * theirs[f"image_retrieval_recall@{k}"], abs=0.5)
+        assert ours[f"eval/r/image_to_text_recall@{k}"] == pytest.approx(
+            100 * theirs[f"text_retrieval_recall@{k}"], abs=0.5
+        )
+        assert ours[f"eval/r/text_to_image_recall@{k}"] == pytest.approx(
+            100 * theirs[f"image_retrieval_recall@{k}"], abs=0.5
+        )
     assert ours["eval/r/images"] == 40 and ours["eval/r/captions"] == 80
 
 
@@ -128,7 +132,9 @@ class _LookupModel(torch.nn.Module):
 def test_zeroshot_with_signal():
     classes, per_class_prompts, dim = 10, 3, 24
     means = np.random.RandomState(1).randn(classes, dim)
-    prompts = (means[:, None, :] + 0.8 * np.random.RandomState(2).randn(classes, per_class_prompts, dim)).astype(np.float32)
+    prompts = (means[:, None, :] + 0.8 * np.random.RandomState(2).randn(classes, per_class_prompts, dim)).astype(
+        np.float32
+    )
     images, labels = clusters(600, classes, dim, separation=1.0, seed=3, means_seed=1)
     scores = zero_shot_scores(images, ensemble(prompts))
     ours = classification_metrics(scores, labels, classes)
@@ -140,7 +146,9 @@ def test_zeroshot_with_signal():
     items.classes = list(range(classes))
     loader = torch.utils.data.DataLoader(items, batch_size=64)
     templates = [f"t{{c}}_{t}" for t in range(per_class_prompts)]
-    theirs = cb_zeroshot.evaluate(model, loader, tokenizer, [str(c) for c in range(classes)], templates, "cpu", amp=False)
+    theirs = cb_zeroshot.evaluate(
+        model, loader, tokenizer, [str(c) for c in range(classes)], templates, "cpu", amp=False
+    )
     print("zero-shot with signal: ours", ours, "CLIP_benchmark", theirs)
     assert 30 < ours["top1"] < 95  # real signal, not saturated
     assert ours["top1"] == pytest.approx(100 * theirs["acc1"], abs=0.5)
@@ -158,8 +166,9 @@ def test_retrieval_with_signal():
 
     model = _LookupModel(images, texts)
     items = [(torch.tensor([i]), [f"{i * captions + j}" for j in range(captions)]) for i in range(n_images)]
-    loader = torch.utils.data.DataLoader(items, batch_size=32,
-                                         collate_fn=lambda b: (torch.stack([x for x, _ in b]), [t for _, t in b]))
+    loader = torch.utils.data.DataLoader(
+        items, batch_size=32, collate_fn=lambda b: (torch.stack([x for x, _ in b]), [t for _, t in b])
+    )
     tokenizer = lambda xs: torch.tensor([[int(x)] for x in xs])  # noqa: E731
     theirs = cb_retrieval.evaluate(model, loader, tokenizer, "cpu", amp=False, recall_k_list=[1, 5, 10])
     print("retrieval with signal: ours", ours, "CLIP_benchmark", theirs)
@@ -190,8 +199,9 @@ def test_linear_probe_with_signal(tmp_path, kshot):
     train_x, train_y = clusters(1500, classes, dim, separation=0.45, seed=5)
     val_x, val_y = clusters(400, classes, dim, separation=0.45, seed=6)
     test_x, test_y = clusters(2000, classes, dim, separation=0.45, seed=7)
-    ours = linear_probe(train_x, train_y, test_x, test_y, classes, val_x=val_x, val_y=val_y,
-                        kshot=kshot if kshot > 0 else None, seed=0)
+    ours = linear_probe(
+        train_x, train_y, test_x, test_y, classes, val_x=val_x, val_y=val_y, kshot=kshot if kshot > 0 else None, seed=0
+    )
 
     # CLIP_benchmark reads cached features from feature_root/model_id; writing them there
     # ourselves skips its featurizer (which needs a dataset of images).
@@ -204,9 +214,23 @@ def test_linear_probe_with_signal(tmp_path, kshot):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 30x faster for this tiny layer than contending for 2 cores
     with _NoCuda():
-        theirs = cb_linear.evaluate(None, "unused", "unused", kshot, 256, 0, 0.1, 30, "m", 0,
-                                    str(tmp_path / "features"), "cuda", val_dataloader="unused", normalize=False,
-                                    amp=False)
+        theirs = cb_linear.evaluate(
+            None,
+            "unused",
+            "unused",
+            kshot,
+            256,
+            0,
+            0.1,
+            30,
+            "m",
+            0,
+            str(tmp_path / "features"),
+            "cuda",
+            val_dataloader="unused",
+            normalize=False,
+            amp=False,
+        )
     torch.set_num_threads(threads)
     print(f"linear probe k={kshot}: ours", ours, "CLIP_benchmark", {k: v for k, v in theirs.items()})
     assert 40 < ours["top1"] < 97

@@ -52,18 +52,25 @@ def test_paper_lists_match_prompts_md():
     assert keys == sorted(k for k, _, _ in PAPER_COUNTS)
     blob = json.dumps({k: [shipped[k]["class_names"], shipped[k]["templates"]] for k in keys}, sort_keys=True,
                       ensure_ascii=False)
-    assert hashlib.sha256(blob.encode()).hexdigest() == "ae30545830357fff48a365a9f81501e713f93c18a9f1625e184f449a9e5aacc1"
+    assert (
+        hashlib.sha256(blob.encode()).hexdigest() == "ae30545830357fff48a365a9f81501e713f93c18a9f1625e184f449a9e5aacc1"
+    )
     assert shipped["pets"]["templates"] == ["a photo of a {}, a type of pet."]
     assert shipped["food101"]["templates"] == ["a photo of {}, a type of food."]
     assert shipped["mnist"]["templates"] == ['a photo of the number: "{}".']
     assert shipped["country211"]["templates"][0] == "a photo i took in {}."
-    assert shipped["cifar10"]["templates"][0] == "a photo of a {}." and shipped["cifar10"]["class_names"][0] == "airplane"
+    assert (
+        shipped["cifar10"]["templates"][0] == "a photo of a {}." and shipped["cifar10"]["class_names"][0] == "airplane"
+    )
     assert shipped["birdsnap"]["class_names"][0] == "Acadian Flycatcher"
     # FER2013: several names for some classes (synonyms), in FER's label order
     assert shipped["fer2013"]["class_names"][3] == ["happy", "smiling"]
     assert prompts.resolve_class_names("fer2013")[6] == ["neutral", "bored"]
     # CLIP_benchmark's differing versions are kept beside OpenAI's
-    assert shipped["pcam_clip_benchmark"]["templates"] == ["a histopathology slide showing {}", "histopathology image of {}"]
+    assert shipped["pcam_clip_benchmark"]["templates"] == [
+        "a histopathology slide showing {}",
+        "histopathology image of {}",
+    ]
     assert len(shipped["pets_clip_benchmark"]["class_names"]) == 37
     for key, entry in shipped.items():
         assert entry["source"] and all("{}" in t for t in entry.get("templates", [])), key
@@ -72,7 +79,9 @@ def test_paper_lists_match_prompts_md():
 def test_class_subsets():
     subsets = prompts.shipped_subsets()
     blob = json.dumps({k: [v["indices"], v["wnids"]] for k, v in subsets.items()}, sort_keys=True)
-    assert hashlib.sha256(blob.encode()).hexdigest() == "5713c05f9259b480492b76c1091e2998d64af82c10d065b8346647d1a68be4ae"
+    assert (
+        hashlib.sha256(blob.encode()).hexdigest() == "5713c05f9259b480492b76c1091e2998d64af82c10d065b8346647d1a68be4ae"
+    )
     for key in ("imagenet_a", "imagenet_r"):
         indices, wnids = prompts.resolve_class_subset(key)
         assert len(indices) == 200 and indices == sorted(set(indices)) and 0 <= indices[0] and indices[-1] < 1000

@@ -67,7 +67,9 @@ def test_class_count_of_unnamed_sources_fails_before_features(tiny, tmp_path, no
     # fewer labels than names: an error too, unless the data is known to hold only some classes
     with pytest.raises(ValueError, match="check_class_count=False"):
         run_evals(model, variables, [{**base, "data": wds, "class_names": ["a", "b", "c", "d"]}])
-    checked = runner.check(model, {**base, "data": wds, "class_names": ["a", "b", "c", "d"], "check_class_count": False})
+    checked = runner.check(
+        model, {**base, "data": wds, "class_names": ["a", "b", "c", "d"], "check_class_count": False}
+    )
     assert checked["classes"] == ["a", "b", "c", "d"] and checked["label_map"] is None
     unlabelled = labelled_wds(str(tmp_path / "u"), [0, 1], with_cls=False)
     with pytest.raises(ValueError, match="has no labels"):
@@ -100,8 +102,14 @@ def test_zeroshot_class_subset(tiny, tmp_path):
     full = _subset_folder(str(tmp_path / "full"), [f"c{i}" for i in range(6)], rows)
     position = {c: i for i, c in enumerate(subset)}
     own = _subset_folder(str(tmp_path / "own"), [f"c{i}" for i in subset], [(position[c], s) for c, s in rows])
-    spec = {"name": "s", "task": "zeroshot", "templates": ["a {} thing", "the {}"], "class_names": names,
-            "class_subset": subset, "batch_size": 4}
+    spec = {
+        "name": "s",
+        "task": "zeroshot",
+        "templates": ["a {} thing", "the {}"],
+        "class_names": names,
+        "class_subset": subset,
+        "batch_size": 4,
+    }
     a = run_evals(model, variables, [{**spec, "data": full}])
     b = run_evals(model, variables, [{**spec, "data": own}])
     assert a == b and a["eval/s/examples"] == 9
@@ -125,8 +133,14 @@ def test_shipped_imagenet_subsets(tmp_path):
     root = tmp_path / "imagenet-a"
     _, wnids = prompts.resolve_class_subset("imagenet_a")
     spec = _subset_folder(str(root), wnids, [(0, 0)])
-    entry = {"name": "a", "task": "zeroshot", "data": spec, "templates": "imagenet", "class_names": "imagenet",
-             "class_subset": "imagenet_a"}
+    entry = {
+        "name": "a",
+        "task": "zeroshot",
+        "data": spec,
+        "templates": "imagenet",
+        "class_names": "imagenet",
+        "class_subset": "imagenet_a",
+    }
     checked = runner.check(model, entry)
     imagenet = prompts.resolve_class_names("imagenet")
     assert checked["label_map"] is None and len(checked["classes"]) == 200
@@ -153,16 +167,23 @@ def test_synonym_classes(tiny):
     model, variables = tiny
     templates = ["a photo of a {}.", "art of the {}."]
     weights = np.asarray(zeroshot.classifier_weights(model, variables, [["happy", "smiling"], "sad"], templates))
-    prompts_ = ["a photo of a happy.", "art of the happy.", "a photo of a smiling.", "art of the smiling.",
-                "a photo of a sad.", "art of the sad."]
+    prompts_ = [
+        "a photo of a happy.",
+        "art of the happy.",
+        "a photo of a smiling.",
+        "art of the smiling.",
+        "a photo of a sad.",
+        "art of the sad.",
+    ]
     feats = np.array(clip_jax.encode_text(model, variables, clip_jax.tokenize(prompts_)))
     feats /= np.linalg.norm(feats, axis=1, keepdims=True)
     expected = np.stack([feats[:4].mean(0), feats[4:].mean(0)])
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(weights, expected.T, atol=1e-5)
     plain = np.asarray(zeroshot.classifier_weights(model, variables, ["happy", "sad"], templates))
-    np.testing.assert_allclose(plain, np.asarray(zeroshot.classifier_weights(model, variables, [["happy"], "sad"],
-                                                                              templates)), atol=1e-6)
+    np.testing.assert_allclose(
+        plain, np.asarray(zeroshot.classifier_weights(model, variables, [["happy"], "sad"], templates)), atol=1e-6
+    )
 
 
 def test_suite_skips_missing_datasets(tmp_path):
@@ -174,8 +195,9 @@ def test_suite_skips_missing_datasets(tmp_path):
 
 
 def run(*args):
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "eval.py"), *args], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -187,8 +209,20 @@ def test_eval_command_linear_probe_and_suite(tiny, tmp_path):
     train = folder_dataset(str(tmp_path / "train"), classes=3, per_class=12, seed=1)
     test = folder_dataset(str(tmp_path / "test"), classes=3, per_class=6, seed=2)
     out, cache = tmp_path / "lp.json", tmp_path / "cache"
-    done = run("--checkpoint", checkpoint, "--task", "linear_probe", "--train_data", train, "--data", test,
-               "--cache_dir", str(cache), "--output", str(out))
+    done = run(
+        "--checkpoint",
+        checkpoint,
+        "--task",
+        "linear_probe",
+        "--train_data",
+        train,
+        "--data",
+        test,
+        "--cache_dir",
+        str(cache),
+        "--output",
+        str(out),
+    )
     result = json.load(open(out))
     assert result["task"] == "linear_probe" and result["data"] == test
     metrics = result["metrics"]
@@ -196,8 +230,16 @@ def test_eval_command_linear_probe_and_suite(tiny, tmp_path):
     assert "top1" in done.stdout and len(os.listdir(cache)) == 2  # train and test features cached
 
     suite_out = tmp_path / "suite.json"
-    done = run("--checkpoint", checkpoint, "--suite", "retrieval", "--tfds_data_dir", str(tmp_path / "empty"),
-               "--output", str(suite_out))
+    done = run(
+        "--checkpoint",
+        checkpoint,
+        "--suite",
+        "retrieval",
+        "--tfds_data_dir",
+        str(tmp_path / "empty"),
+        "--output",
+        str(suite_out),
+    )
     suite = json.load(open(suite_out))
     assert suite["evaluations"] == [] and "coco_5k" in suite["skipped"] and "skipped coco_5k" in done.stdout
 

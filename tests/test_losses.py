@@ -28,7 +28,9 @@ def test_dense_loss_matches_the_paper_formula():
     assert 0 < float(metrics["i2t_accuracy"]) < 1
 
 
-@pytest.mark.parametrize("mesh_axes", [[("data", 8), ("fsdp", 1)], [("data", 2), ("fsdp", 4)], [("data", 1), ("fsdp", 8)]])
+@pytest.mark.parametrize(
+    "mesh_axes", [[("data", 8), ("fsdp", 1)], [("data", 2), ("fsdp", 4)], [("data", 1), ("fsdp", 8)]]
+)
 def test_gathered_equals_dense_in_value_and_gradients(mesh_axes):
     assert jax.device_count() == 8
     mesh = make_mesh(mesh_axes)
@@ -45,7 +47,8 @@ def test_gathered_equals_dense_in_value_and_gradients(mesh_axes):
     image_g, text_g = jax.device_put(image, sharding), jax.device_put(text, sharding)
     (loss_d, met_d), grads_d = jax.jit(jax.value_and_grad(dense, argnums=(0, 1, 2), has_aux=True))(image, text, scale)
     (loss_g, met_g), grads_g = jax.jit(jax.value_and_grad(gathered, argnums=(0, 1, 2), has_aux=True))(
-        image_g, text_g, scale)
+        image_g, text_g, scale
+    )
     assert abs(float(loss_d) - float(loss_g)) <= 1e-5
     for key in met_d:
         assert float(met_d[key]) == pytest.approx(float(met_g[key]))

@@ -24,7 +24,21 @@ SPEC_VECTORS = {  # CLIP_SPEC.md section 3, ids including SOT/EOT
     "cafÃ© mojibake": [49406, 15304, 617, 3252, 11878, 49407],
     "naïve café": [49406, 1097, 35689, 563, 15304, 49407],
     "東京タワー": [49406, 48338, 21078, 105, 34941, 2429, 107, 30391, 49407],
-    "a bad photo of a kite (bird of prey).": [49406, 320, 2103, 1125, 539, 320, 19867, 263, 3329, 539, 17131, 1818, 49407],
+    "a bad photo of a kite (bird of prey).": [
+        49406,
+        320,
+        2103,
+        1125,
+        539,
+        320,
+        19867,
+        263,
+        3329,
+        539,
+        17131,
+        1818,
+        49407,
+    ],
     '!"!': [49406, 0, 10377, 49407],
 }
 
@@ -35,12 +49,14 @@ def test_spec_vectors(text):
     row = tokenize([text])[0]
     assert row.dtype == np.int32 and row.shape == (77,)
     assert row[: len(ids)].tolist() == ids
-    assert not row[len(ids):].any()
+    assert not row[len(ids) :].any()
 
 
 def test_vocabulary_facts():
     with open(VOCAB_PATH, "rb") as f:
-        assert hashlib.sha256(f.read()).hexdigest() == "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
+        assert (
+            hashlib.sha256(f.read()).hexdigest() == "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
+        )
     tok = default_tokenizer()
     assert tok.vocab_size == 49408
     assert len(tok.merge_ranks) == 48894
@@ -105,5 +121,5 @@ def test_random_unicode_never_crashes_the_tokenizer(text):
     row = tokenize(text)[0]
     assert row[0] == 49406
     end = int(np.argmax(row == 49407))
-    assert row[end] == 49407 and not row[end + 1:].any()
+    assert row[end] == 49407 and not row[end + 1 :].any()
     assert row.min() >= 0 and row.max() <= 49407

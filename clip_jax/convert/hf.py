@@ -124,7 +124,9 @@ def config_from_hf(hf: Mapping) -> CLIPConfig:
         raise ValueError(f"config.json lacks {error.args[0]!r}; not a CLIPModel config") from None
     acts = {v.get("hidden_act", "quick_gelu"), t.get("hidden_act", "quick_gelu")}
     if len(acts) != 1 or not acts <= {"quick_gelu", "gelu"}:
-        raise ValueError(f"hidden_act {sorted(acts)} unsupported; clip_jax supports one of quick_gelu or gelu for both towers")
+        raise ValueError(
+            f"hidden_act {sorted(acts)} unsupported; clip_jax supports one of quick_gelu or gelu for both towers"
+        )
     for tower in (v, t):
         eps = tower.get("layer_norm_eps", 1e-5)
         if abs(eps - 1e-5) > 1e-12:

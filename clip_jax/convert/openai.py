@@ -21,8 +21,10 @@ from clip_jax.models.registry import MODELS
 from clip_jax.models.spec import check_config
 
 # Keys OpenAI's archives and older open_clip files carry that are not parameters.
-IGNORED_KEYS = re.compile(r"^(input_resolution|context_length|vocab_size|attn_mask|visual\.attn_mask|logit_bias_unused)$"
-                          r"|num_batches_tracked$|position_ids$")
+IGNORED_KEYS = re.compile(
+    r"^(input_resolution|context_length|vocab_size|attn_mask|visual\.attn_mask|logit_bias_unused)$"
+    r"|num_batches_tracked$|position_ids$"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +154,7 @@ def normalize_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.n
     out = {}
     for key, value in state_dict.items():
         if key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         if IGNORED_KEYS.search(key):
             continue
         out[key] = np.asarray(value)
@@ -169,8 +171,10 @@ def expected_shapes(config: CLIPConfig) -> dict[str, tuple[int, ...]]:
     model = create_model(config)
     size = config.vision.image_size
     shapes = jax.eval_shape(
-        model.init, jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)),
-        jnp.zeros((1, config.text.context_length), jnp.int32)
+        model.init,
+        jax.random.PRNGKey(0),
+        jnp.zeros((1, size, size, 3)),
+        jnp.zeros((1, config.text.context_length), jnp.int32),
     )
     out = {}
     for row in rows(config):
@@ -279,8 +283,10 @@ def infer_config(state_dict: Mapping[str, np.ndarray]) -> CLIPConfig:
             patch_size=None,
         )
     else:
-        raise ValueError("cannot infer the image tower: neither 'visual.proj' (ViT) nor "
-                         "'visual.layer1.0.conv1.weight' (ModifiedResNet) is in the checkpoint")
+        raise ValueError(
+            "cannot infer the image tower: neither 'visual.proj' (ViT) nor "
+            "'visual.layer1.0.conv1.weight' (ModifiedResNet) is in the checkpoint"
+        )
     text_width = sd["ln_final.weight"].shape[0]
     text = TextConfig(
         context_length=sd["positional_embedding"].shape[0],
@@ -293,9 +299,11 @@ def infer_config(state_dict: Mapping[str, np.ndarray]) -> CLIPConfig:
     try:
         check_config(inferred)
     except ValueError as error:
-        raise ValueError(f"the architecture read from tensor shapes, with OpenAI's 64-wide attention heads, is not "
-                         f"valid ({error}); shapes do not show the heads: give the architecture with config= (an "
-                         "open_clip model-config JSON or dimensions) or name=") from None
+        raise ValueError(
+            f"the architecture read from tensor shapes, with OpenAI's 64-wide attention heads, is not "
+            f"valid ({error}); shapes do not show the heads: give the architecture with config= (an "
+            "open_clip model-config JSON or dimensions) or name="
+        ) from None
     return inferred
 
 

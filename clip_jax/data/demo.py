@@ -108,9 +108,12 @@ def render(attrs: dict, n: int, rng: np.random.Generator) -> np.ndarray:
     image = np.clip(background + rng.normal(0, 8, (n, n, 3)), 0, 255)
     radius = SIZES[attrs["size"]] * n
     half = n / 2
-    x0, x1, y0, y1 = {"left": (0, half, 0, n), "right": (half, n, 0, n), "top": (0, n, 0, half), "bottom": (0, n, half, n)}[
-        attrs["position"]
-    ]
+    x0, x1, y0, y1 = {
+        "left": (0, half, 0, n),
+        "right": (half, n, 0, n),
+        "top": (0, n, 0, half),
+        "bottom": (0, n, half, n),
+    }[attrs["position"]]
     centres: list[tuple[float, float]] = []
     for _ in range(200):  # rejection sampling of non-overlapping centres; a few tries suffice
         if len(centres) == attrs["count"]:

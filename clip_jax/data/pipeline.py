@@ -77,7 +77,9 @@ def _host_units(source, process_index: int, process_count: int) -> tuple[list[st
     return list(source.units), True
 
 
-def _source_stream(source, source_id, *, seed, process_index, process_count, start, epochs, shuffle_buffer, units_per_block):
+def _source_stream(
+    source, source_id, *, seed, process_index, process_count, start, epochs, shuffle_buffer, units_per_block
+):
     """Raw elements of one source for this host, with their (epoch, block, offset) positions."""
     units, stride = _host_units(source, process_index, process_count)
     n = len(units)
@@ -109,7 +111,13 @@ def _source_stream(source, source_id, *, seed, process_index, process_count, sta
         ds = ds.shuffle(shuffle_buffer, seed=block_seed, reshuffle_each_iteration=False).enumerate()
         at_start = tf.logical_and(tf.equal(epoch, e0), tf.equal(block, b0))
         ds = ds.skip(tf.where(at_start, o0, tf.constant(0, tf.int64)))
-        return ds.map(lambda offset, raw: {**raw, "source": tf.constant(source_id, tf.int32), "pos": tf.stack([epoch, block, offset])})
+        return ds.map(
+            lambda offset, raw: {
+                **raw,
+                "source": tf.constant(source_id, tf.int32),
+                "pos": tf.stack([epoch, block, offset]),
+            }
+        )
 
     epoch_ids = tf.data.Dataset.range(start[0], epochs) if epochs is not None else tf.data.Dataset.counter(start[0])
     stream = epoch_ids.flat_map(blocks_of_epoch).flat_map(read_block)
@@ -154,8 +162,13 @@ class TrainIterator:
         train_transform: str = "fast",
         uint8_images: bool = False,
     ):
-        for name, value in (("batch_size", batch_size), ("image_size", image_size), ("process_count", process_count),
-                            ("shuffle_buffer", shuffle_buffer), ("units_per_block", units_per_block)):
+        for name, value in (
+            ("batch_size", batch_size),
+            ("image_size", image_size),
+            ("process_count", process_count),
+            ("shuffle_buffer", shuffle_buffer),
+            ("units_per_block", units_per_block),
+        ):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0 <= process_index < process_count:
@@ -211,7 +224,10 @@ class TrainIterator:
 
     def get_state(self) -> dict:
         """JSON-serialisable position after the last batch returned."""
-        return {k: (dict(v) if isinstance(v, dict) else [list(p) for p in v] if k == "positions" else v) for k, v in self._state.items()}
+        return {
+            k: (dict(v) if isinstance(v, dict) else [list(p) for p in v] if k == "positions" else v)
+            for k, v in self._state.items()
+        }
 
     def set_state(self, state: dict) -> None:
         """Continue from `state` (from get_state of an iterator with the same spec, seed and host)."""
@@ -224,7 +240,9 @@ class TrainIterator:
                     f"{key}={self._state[key]!r}; the stream would differ"
                 )
         if len(state["positions"]) != len(self.sources):
-            raise ValueError(f"state has {len(state['positions'])} source positions, spec has {len(self.sources)} sources")
+            raise ValueError(
+                f"state has {len(state['positions'])} source positions, spec has {len(self.sources)} sources"
+            )
         self._state = {**state, "positions": [list(p) for p in state["positions"]], "counters": dict(state["counters"])}
         self._iterator = None  # rebuilt lazily from the new state
 
@@ -249,8 +267,14 @@ class TrainIterator:
         state = self._state
         streams = [
             _source_stream(
-                source, i, seed=self.seed, process_index=self.process_index, process_count=self.process_count,
-                start=state["positions"][i], epochs=self.epochs, shuffle_buffer=self.shuffle_buffer,
+                source,
+                i,
+                seed=self.seed,
+                process_index=self.process_index,
+                process_count=self.process_count,
+                start=state["positions"][i],
+                epochs=self.epochs,
+                shuffle_buffer=self.shuffle_buffer,
                 units_per_block=self.units_per_block,
             )
             for i, source in enumerate(self.sources)
@@ -264,7 +288,12 @@ class TrainIterator:
             logits = tf.constant(self.log_weights[None])
 
             def choose(m):
-                return tf.cast(tf.random.stateless_categorical(logits, 1, seed=tf.stack([tf.constant(mix_seed, tf.int64), m]))[0, 0], tf.int64)
+                return tf.cast(
+                    tf.random.stateless_categorical(logits, 1, seed=tf.stack([tf.constant(mix_seed, tf.int64), m]))[
+                        0, 0
+                    ],
+                    tf.int64,
+                )
 
             mixed = tf.data.Dataset.choose_from_datasets(streams, indices.map(choose), stop_on_empty_dataset=True)
         ds = tf.data.Dataset.zip(indices, mixed)
@@ -287,11 +316,13 @@ class TrainIterator:
             last_m, counters = carry
             dropped = example["m"] - last_m - 1
             fault = example["fault"]
-            update = tf.stack([
-                tf.cast(fault == FAULT_SHARD, tf.int64),
-                dropped + tf.cast(fault == FAULT_IMAGE, tf.int64),
-                tf.cast(fault == FAULT_CAPTION, tf.int64),
-            ])
+            update = tf.stack(
+                [
+                    tf.cast(fault == FAULT_SHARD, tf.int64),
+                    dropped + tf.cast(fault == FAULT_IMAGE, tf.int64),
+                    tf.cast(fault == FAULT_CAPTION, tf.int64),
+                ]
+            )
             counters = counters + update
             return (example["m"], counters), {**example, "counters": counters}
 
@@ -318,7 +349,9 @@ class TrainIterator:
         )
         if not self.uint8_images:
             image = image_ops.normalize(image, self.image_style)  # per example, while the crop is in cache
-        choice = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 2), 0, tf.maximum(num_captions, 1), tf.int32)
+        choice = tf.random.stateless_uniform(
+            [], tf.random.experimental.stateless_fold_in(seed, 2), 0, tf.maximum(num_captions, 1), tf.int32
+        )
         caption = tf.cond(num_captions > 0, lambda: raw["captions"][choice], lambda: tf.constant(""))
         return {"image": image, "caption": caption, "fault": fault, "m": raw["m"], "positions": raw["positions"]}
 
@@ -382,8 +415,11 @@ def eval_batches(
     ds = ds.shard(process_count, process_index).filter(lambda raw: tf.equal(raw["fault"], FAULT_NONE))
 
     def decode(raw):
-        return {"image": image_ops.eval_image(raw["image"], image_size, image_style),
-                "label": tf.cast(raw["label"], tf.int32), "captions": raw["captions"]}
+        return {
+            "image": image_ops.eval_image(raw["image"], image_size, image_style),
+            "label": tf.cast(raw["label"], tf.int32),
+            "captions": raw["captions"],
+        }
 
     ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
     ds = ds.padded_batch(batch_size, padding_values={"image": 0.0, "label": -1, "captions": ""})

@@ -276,7 +276,8 @@ class TFRecordSource(_GeneratorSource):
                 image_key = self._key(feature, "image_key", self.IMAGE_KEYS)
                 text_key = self._key(feature, "text_key", self.TEXT_KEYS)
                 label_key = self._key(feature, "label_key", self.LABEL_KEYS)
-                image = feature[image_key].bytes_list.value[0] if image_key and feature[image_key].bytes_list.value else b""
+                image_bytes = feature[image_key].bytes_list.value if image_key else []
+                image = image_bytes[0] if image_bytes else b""
                 captions = list(feature[text_key].bytes_list.value) if text_key else []
                 captions = [c for c in map(valid_caption, captions) if c is not None]
                 labels = feature[label_key].int64_list.value if label_key else []
@@ -304,8 +305,13 @@ class FolderSource(_GeneratorSource):
         super().__init__(spec)
         root = spec.target
         if not tf.io.gfile.isdir(root):
-            raise ValueError(f"dataset spec {spec.text!r}: {root!r} is not a directory (folder: wants a directory of class subfolders)")
-        self.class_names = sorted(d.rstrip("/") for d in tf.io.gfile.listdir(root) if tf.io.gfile.isdir(os.path.join(root, d)))
+            raise ValueError(
+                f"dataset spec {spec.text!r}: {root!r} is not a directory "
+                "(folder: wants a directory of class subfolders)"
+            )
+        self.class_names = sorted(
+            d.rstrip("/") for d in tf.io.gfile.listdir(root) if tf.io.gfile.isdir(os.path.join(root, d))
+        )
         if not self.class_names:
             raise ValueError(f"dataset spec {spec.text!r}: {root!r} has no class subfolders")
         self.files: list[tuple[str, int]] = []
@@ -314,7 +320,9 @@ class FolderSource(_GeneratorSource):
                 if file.rpartition(".")[2].lower() in IMAGE_EXTENSIONS:
                     self.files.append((os.path.join(root, name, file), label))
         if not self.files:
-            raise ValueError(f"dataset spec {spec.text!r}: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root!r}")
+            raise ValueError(
+                f"dataset spec {spec.text!r}: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root!r}"
+            )
         self.has_captions = False
         self.units = _list_units(len(self.files))
 
@@ -364,8 +372,10 @@ class CsvSource(_GeneratorSource):
                     try:
                         labels.append(int(row[label_col]))
                     except (TypeError, ValueError):
-                        raise ValueError(f"dataset spec {spec.text!r}: line {line} of {path!r}: label "
-                                         f"{row[label_col]!r} in column {label_col!r} is not an integer") from None
+                        raise ValueError(
+                            f"dataset spec {spec.text!r}: line {line} of {path!r}: label "
+                            f"{row[label_col]!r} in column {label_col!r} is not an integer"
+                        ) from None
         if not self.rows:
             raise ValueError(f"dataset spec {spec.text!r}: {path!r} has no rows")
         self.row_labels = np.array(labels, np.int64) if label_col else None
@@ -423,11 +433,15 @@ class TfdsSource(Source):
             )
         info = builder.info
         if str(info.file_format).split(".")[-1].lower() != "tfrecord":
-            raise ValueError(f"dataset spec {spec.text!r}: only TFRecord-format TFDS datasets are supported, not {info.file_format}")
+            raise ValueError(
+                f"dataset spec {spec.text!r}: only TFRecord-format TFDS datasets are supported, not {info.file_format}"
+            )
         try:
             instructions = info.splits[split].file_instructions
         except (KeyError, ValueError) as error:
-            raise ValueError(f"dataset spec {spec.text!r}: no split {split!r}; valid splits: {sorted(info.splits)}") from error
+            raise ValueError(
+                f"dataset spec {spec.text!r}: no split {split!r}; valid splits: {sorted(info.splits)}"
+            ) from error
         self.num_examples = sum(i.take for i in instructions)
         self.units = [f"{i.skip}:{i.take}:{i.filename}" for i in instructions if i.take]
         self.features = info.features
@@ -455,7 +469,12 @@ class TfdsSource(Source):
             captions = tf.concat(captions, 0) if captions else tf.zeros([0], tf.string)
             captions = tf.boolean_mask(captions, tf.strings.length(tf.strings.strip(captions)) > 0)
             label = tf.cast(example[self.label_key], tf.int64) if self.label_key else tf.constant(-1, tf.int64)
-            return {"image": example[self.image_key], "captions": captions, "label": label, "fault": tf.constant(FAULT_NONE)}
+            return {
+                "image": example[self.image_key],
+                "captions": captions,
+                "label": label,
+                "fault": tf.constant(FAULT_NONE),
+            }
 
         return records.map(to_raw)
 

@@ -49,7 +49,9 @@ class SourceSpec:
 def parse(spec: str) -> list[SourceSpec]:
     """Split a spec string into sources; raises ValueError naming what is wrong."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"dataset spec must be a non-empty string like 'wds:/path/shards-{{00000..00099}}.tar'; got {spec!r}")
+        raise ValueError(
+            f"dataset spec must be a non-empty string like 'wds:/path/shards-{{00000..00099}}.tar'; got {spec!r}"
+        )
     sources = [_parse_source(part.strip(), spec) for part in _SPLIT_SOURCES.split(spec.strip())]
     return sources
 
@@ -90,7 +92,7 @@ def expand_braces(pattern: str) -> list[str]:
     if int(last) < int(first):
         raise ValueError(f"brace range {match.group(0)!r} in {pattern!r} runs backwards")
     width = len(first)
-    head, tail = pattern[: match.start()], pattern[match.end():]
+    head, tail = pattern[: match.start()], pattern[match.end() :]
     return [
         expanded
         for number in range(int(first), int(last) + 1)

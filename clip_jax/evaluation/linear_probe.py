@@ -262,9 +262,12 @@ def linear_probe(train_x, train_y, test_x, test_y, num_classes: int, *, val_x=No
     """top1, top5, mean_per_class_recall (%) on test, and the lambda chosen (or given)."""
     train_x, test_x = np.asarray(train_x, np.float32), np.asarray(test_x, np.float32)
     train_y, test_y = np.asarray(train_y, np.int32), np.asarray(test_y, np.int32)
-    for name, y in (("train", train_y), ("test", test_y)) + ((("val", np.asarray(val_y)),) if val_y is not None else ()):
+    labelled = (("train", train_y), ("test", test_y)) + ((("val", np.asarray(val_y)),) if val_y is not None else ())
+    for name, y in labelled:
         if len(y) and (y.min() < 0 or y.max() >= num_classes):
-            raise ValueError(f"linear probe: {name} labels range {y.min()}..{y.max()} does not fit {num_classes} classes")
+            raise ValueError(
+                f"linear probe: {name} labels range {y.min()}..{y.max()} does not fit {num_classes} classes"
+            )
     if val_x is None:
         # No validation split: hold out part of train (k-shot draws from the rest).
         fit_idx, val_idx = split_validation(train_y, seed=seed)
@@ -276,8 +279,9 @@ def linear_probe(train_x, train_y, test_x, test_y, num_classes: int, *, val_x=No
         train_x, train_y = train_x[idx], train_y[idx]
     history, init = {}, None
     if lam is None:
-        found = search_lambda(train_x, train_y, val_x, val_y, num_classes, max_iter, return_solutions=warm_start,
-                              warm_start=warm_start)
+        found = search_lambda(
+            train_x, train_y, val_x, val_y, num_classes, max_iter, return_solutions=warm_start, warm_start=warm_start
+        )
         lam, history = found[:2]
         init = found[2][int(np.argmin(np.abs(GRID - lam)))] if warm_start else None
     if kshot:
@@ -287,6 +291,7 @@ def linear_probe(train_x, train_y, test_x, test_y, num_classes: int, *, val_x=No
     w, b, iterations, _ = fit(final_x, final_y, lam, num_classes=num_classes, max_iter=max_iter, init=init)
     scores = np.asarray(_logits(jnp.concatenate([w, b[None]]), jnp.asarray(test_x)))
     metrics = classification_metrics(scores, test_y, num_classes)
-    metrics.update({"lambda": float(lam), "iterations": iterations, "train_examples": int(len(final_y)),
-                    "searched": len(history)})
+    metrics.update(
+        {"lambda": float(lam), "iterations": iterations, "train_examples": int(len(final_y)), "searched": len(history)}
+    )
     return metrics

@@ -132,8 +132,9 @@ def resolve_class_subset(value: str | Sequence[int] | None) -> tuple[list[int], 
         elif os.path.isfile(value):
             indices = json.load(open(value)) if value.endswith(".json") else _read_lines(value)
         else:
-            raise ValueError(f"class subset {value!r}: neither a shipped subset ({', '.join(sorted(shipped_subsets()))}) "
-                             "nor a file")
+            raise ValueError(
+                f"class subset {value!r}: neither a shipped subset ({', '.join(sorted(shipped_subsets()))}) nor a file"
+            )
     else:
         indices = list(value)
     try:

@@ -147,9 +147,11 @@ def zeroshot_classes(spec: Mapping) -> tuple[list, np.ndarray | None]:
     elif count == len(indices) or (own is None and count < len(indices)):
         label_map, full = None, False  # labels already index the subset
     else:
-        raise ValueError(f"{_label(spec)}: {spec['data']!r} has {_describe(own, count)}; with class subset {key} "
-                         f"({len(indices)} of the {len(names)} class names in {origin}) its labels must index either all "
-                         f"{len(names)} classes or the {len(indices)} of the subset")
+        raise ValueError(
+            f"{_label(spec)}: {spec['data']!r} has {_describe(own, count)}; with class subset {key} "
+            f"({len(indices)} of the {len(names)} class names in {origin}) its labels must index either all "
+            f"{len(names)} classes or the {len(indices)} of the subset"
+        )
     if wnids is not None and own is not None and all(_WNID.match(n) for n in own):
         theirs = [own[i] for i in indices] if full else list(own)
         if theirs != wnids:
@@ -167,8 +169,10 @@ def check(model, spec: Mapping, tokenizer=None) -> dict:
     retrieval: "tokenizer", the spec's or else `tokenizer`) for the runner."""
     expected = model.config.vision.image_size
     if spec.get("image_size") and int(spec["image_size"]) != expected:
-        raise ValueError(f"{_label(spec)}: image size {spec['image_size']} does not fit the checkpoint, "
-                         f"which takes {expected}x{expected} images")
+        raise ValueError(
+            f"{_label(spec)}: image size {spec['image_size']} does not fit the checkpoint, "
+            f"which takes {expected}x{expected} images"
+        )
     if spec["task"] in ("zeroshot", "retrieval"):
         try:
             tokenizer = tokenizers.resolve(model, spec.get("tokenizer") or tokenizer)
@@ -184,25 +188,34 @@ def check(model, spec: Mapping, tokenizer=None) -> dict:
             if spec.get(key):
                 own, labels = _dataset_classes(spec, spec[key])
                 if own is None and labels is not None and (not len(labels) or labels.max() < 0):
-                    raise ValueError(f"{_label(spec)}: the linear probe needs labelled data; {spec[key]!r} has no labels")
+                    raise ValueError(
+                        f"{_label(spec)}: the linear probe needs labelled data; {spec[key]!r} has no labels"
+                    )
     return {}
 
 
-def _features(model, variables, spec: Mapping, data_spec: str, *, project: bool = True, texts: bool = False,
-              tokenizer=None):
+def _features(
+    model, variables, spec: Mapping, data_spec: str, *, project: bool = True, texts: bool = False, tokenizer=None
+):
     from clip_jax import data
 
     size = model.config.vision.image_size
 
     def compute():
-        batches = data.eval_batches(data_spec, batch_size=int(spec.get("batch_size", 256)), image_size=size,
-                                    process_index=jax.process_index(), process_count=jax.process_count(),
-                                    image_style=model.config.family)
+        batches = data.eval_batches(
+            data_spec,
+            batch_size=int(spec.get("batch_size", 256)),
+            image_size=size,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            image_style=model.config.family,
+        )
         return features_lib.extract(model, variables, batches, project=project, texts=texts, tokenizer=tokenizer)
 
     cache_dir = spec.get("cache_dir") if spec.get("checkpoint_id") else None
-    key = features_lib.cache_key(checkpoint=spec.get("checkpoint_id"), data=data_spec, image_size=size,
-                                 project=project, texts=texts)
+    key = features_lib.cache_key(
+        checkpoint=spec.get("checkpoint_id"), data=data_spec, image_size=size, project=project, texts=texts
+    )
     return features_lib.cached(cache_dir, key, compute)
 
 
@@ -215,8 +228,10 @@ def run_zeroshot(model, variables, spec: Mapping, checked: Mapping | None = None
     labels = feats.labels
     if label_map is not None:
         if len(labels) and (labels.min() < 0 or labels.max() >= len(label_map)):
-            raise ValueError(f"{_label(spec)}: labels range {labels.min()}..{labels.max()} does not fit the "
-                             f"{len(label_map)} class names")
+            raise ValueError(
+                f"{_label(spec)}: labels range {labels.min()}..{labels.max()} does not fit the "
+                f"{len(label_map)} class names"
+            )
         labels = label_map[labels]
         if len(labels) and labels.min() < 0:
             raise ValueError(f"{_label(spec)}: some labels are outside the class subset")
@@ -243,11 +258,19 @@ def run_linear_probe(model, variables, spec: Mapping, checked: Mapping | None = 
     if labels.min() < 0:
         raise ValueError(f"{_label(spec)}: the linear probe needs labelled data; some examples have none")
     num_classes = int(labels.max()) + 1
-    return linear_probe(x("train"), feats["train"].labels, x("test"), feats["test"].labels, num_classes,
-                        val_x=x("val") if "val" in feats else None,
-                        val_y=feats["val"].labels if "val" in feats else None,
-                        kshot=spec.get("kshot") or None, seed=int(spec.get("seed", 0)), lam=spec.get("lambda"),
-                        warm_start=bool(spec.get("warm_start", False)))
+    return linear_probe(
+        x("train"),
+        feats["train"].labels,
+        x("test"),
+        feats["test"].labels,
+        num_classes,
+        val_x=x("val") if "val" in feats else None,
+        val_y=feats["val"].labels if "val" in feats else None,
+        kshot=spec.get("kshot") or None,
+        seed=int(spec.get("seed", 0)),
+        lam=spec.get("lambda"),
+        warm_start=bool(spec.get("warm_start", False)),
+    )
 
 
 RUNNERS = {"zeroshot": run_zeroshot, "retrieval": run_retrieval, "linear_probe": run_linear_probe}

@@ -13,7 +13,9 @@ def photo_like(height: int, width: int, seed: int) -> np.ndarray:
     """uint8 [h, w, 3]: smooth gradients, a few hard-edged shapes and mild noise."""
     rs = np.random.RandomState(seed)
     ys, xs = np.mgrid[0:height, 0:width] / max(height, width)
-    image = np.stack([255 * (0.5 + 0.5 * np.sin(6 * xs + c + rs.rand() * 3) * np.cos(4 * ys - c)) for c in range(3)], -1)
+    image = np.stack(
+        [255 * (0.5 + 0.5 * np.sin(6 * xs + c + rs.rand() * 3) * np.cos(4 * ys - c)) for c in range(3)], -1
+    )
     for _ in range(4):
         y0, x0 = rs.randint(0, height), rs.randint(0, width)
         image[y0 : y0 + height // 4, x0 : x0 + width // 5] = rs.randint(0, 256, 3)
