@@ -6,6 +6,10 @@ Not a config itself: the files in configs/ build on these, each with its run com
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+import types
+
 import ml_collections
 
 from clip_jax.optim import NO_DECAY
@@ -93,6 +97,30 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
+def config_file(path: str) -> types.ModuleType:
+    """A config file (configs/NAME.py) imported as a module by its path, as
+    `train.py --config` reads it; for configs that build on another one."""
+    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def shrink_to_local_run(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` as a 3-step float32 smoke run on the demo data, for a CPU: what a config's
+    "runlocal" argument does."""
+    config.batch_size = 16
+    config.epochs = 0.0
+    config.total_steps = 3
+    config.optim.warmup_steps = 1
+    config.compute_dtype = "float32"
+    config.data.train = "demo:train"
+    config.data.options.shuffle_buffer = 256
+    config.log_every = 1
+    config.checkpoint_every = 3
+    return config
+
+
 def paper_config(model: str, lr: float, resnet: bool, arg: str | None) -> ml_collections.ConfigDict:
     """The paper's recipe for `model`: batch 32,768, 32 epochs of 400M pairs, AdamW
     (wd 0.2), 2,000 warm-up steps then cosine; beta2/eps 0.98/1e-6 (ViT) or
@@ -105,15 +133,7 @@ def paper_config(model: str, lr: float, resnet: bool, arg: str | None) -> ml_col
     config.data.num_examples = 400_000_000
     config.epochs = 32.0
     if arg == "runlocal":
-        config.batch_size = 16
-        config.epochs = 0.0
-        config.total_steps = 3
-        config.optim.warmup_steps = 1
-        config.compute_dtype = "float32"
-        config.data.train = "demo:train"
-        config.data.options.shuffle_buffer = 256
-        config.log_every = 1
-        config.checkpoint_every = 3
+        shrink_to_local_run(config)
     elif arg:
         raise ValueError(f"unknown config argument {arg!r}; valid: 'runlocal' or none")
     return config

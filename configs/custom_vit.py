@@ -13,36 +13,22 @@ compiles.  The architecture is saved in every checkpoint, so `eval.py --checkpoi
 `python -m clip_jax.convert /tmp/custom_vit out --to open_clip` and the notebooks read
 the workdir with nothing registered.
 """
+import os
+
 import ml_collections
 
-from clip_jax.configs import base_config
+from clip_jax.configs import config_file
+
+# The demo's recipe (data, schedule, evaluation, "smoke"); only the model differs.
+demo = config_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py"))
 
 
 def get_config(arg=None):
-    config = base_config()
+    config = demo.get_config(arg)
     config.model = ml_collections.ConfigDict(dict(
         embed_dim=64,
         act="gelu",  # or "quick_gelu" (OpenAI's)
         vision=dict(image_size=32, patch_size=4, width=96, layers=3, head_width=32, mlp_ratio=2.0),
         text=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=3),
     ))
-    config.compute_dtype = "float32"  # bfloat16 is slow on CPUs
-    config.batch_size = 128
-    config.total_steps = 1000
-    config.data.train = "demo:train"
-    config.data.options.shuffle_buffer = 2048
-    config.optim.lr = 2e-3
-    config.optim.wd = 0.1
-    config.optim.warmup_steps = 100
-    config.log_every = 100
-    config.checkpoint_every = 500
-    config.eval_every = 500
-    config.evals = (ml_collections.ConfigDict(dict(
-        name="heldout_zeroshot", task="zeroshot", data="demo:heldout", templates=("{}",), batch_size=250,
-    )),)
-    if arg == "smoke":  # for tests: a few steps
-        config.total_steps, config.batch_size, config.log_every = 4, 16, 2
-        config.checkpoint_every = config.eval_every = 4
-    elif arg:
-        raise ValueError(f"unknown config argument {arg!r}; valid: 'smoke' or none")
     return config

@@ -11,7 +11,7 @@ and feeds images as SigLIP was trained (squashed to the model's size, scaled to 
 Append ",lit" to lock the image tower (LiT: only the text tower learns), ",runlocal"
 for a 3-step CPU smoke run on demo data (e.g. `siglip_finetune.py:/ckpt/siglip,lit,runlocal`).
 """
-from clip_jax.configs import base_config
+from clip_jax.configs import base_config, shrink_to_local_run
 from clip_jax.convert import hf
 from clip_jax.models import name_of
 
@@ -44,12 +44,5 @@ def get_config(arg=None):
     if "lit" in options:
         config.optim.frozen = (r"^visual/",)
     if "runlocal" in options:
-        config.batch_size = 16
-        config.total_steps = 3
-        config.optim.warmup_steps = 1
-        config.compute_dtype = "float32"
-        config.data.train = "demo:train"
-        config.data.options.shuffle_buffer = 256
-        config.log_every = 1
-        config.checkpoint_every = 3
+        shrink_to_local_run(config)
     return config

@@ -25,35 +25,25 @@ from clip_jax.evaluation import classification_metrics, retrieval_metrics, run_e
 from clip_jax.evaluation.linear_probe import linear_probe  # noqa: E402
 from clip_jax.evaluation.zeroshot import ensemble, zero_shot_scores  # noqa: E402
 from tests.helpers.evaluation import clusters, folder_dataset, retrieval_dataset  # noqa: E402
-from tests.helpers.oracles import perturb_torch_model  # noqa: E402
+from tests.helpers.oracles import (  # noqa: E402
+    clip_benchmark_accuracy,
+    perturb_torch_model,
+    register_open_clip_tiny_vit,
+)
 
-TINY = {"embed_dim": 32, "quick_gelu": True,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
 TEMPLATES = ["a photo of a {}.", "a blurry photo of a {}.", "art of the {}."]
-
-
-def _accuracy_numpy2(output, target, topk=(1,)):
-    """CLIP_benchmark 1.6.2's `accuracy` with its last line made NumPy-2 safe: it calls
-    float() on a 1-element 1-D array, an error in NumPy 2.4.  Same definition otherwise."""
-    pred = output.topk(max(topk), 1, True, True)[1].t()
-    correct = pred.eq(target.view(1, -1).expand_as(pred))
-    return [correct[:k].reshape(-1).float().sum().item() / len(target) for k in topk]
 
 
 @pytest.fixture(autouse=True)
 def numpy2_compat(monkeypatch):
-    monkeypatch.setattr(cb_zeroshot, "accuracy", _accuracy_numpy2)
-    monkeypatch.setattr(cb_linear, "accuracy", _accuracy_numpy2)
+    monkeypatch.setattr(cb_zeroshot, "accuracy", clip_benchmark_accuracy)
+    monkeypatch.setattr(cb_linear, "accuracy", clip_benchmark_accuracy)
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from open_clip import factory
-
-    factory._MODEL_CONFIGS["clip-jax-eval-tiny"] = TINY
     torch.manual_seed(0)
-    reference = open_clip.create_model("clip-jax-eval-tiny", pretrained=None).eval()
+    reference = open_clip.create_model(register_open_clip_tiny_vit("clip-jax-eval-tiny"), pretrained=None).eval()
     perturb_torch_model(reference, scale=0.05)
     path = str(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
     torch.save(reference.state_dict(), path)

@@ -44,12 +44,9 @@ from clip_jax.evaluation import features as features_lib  # noqa: E402
 from clip_jax.evaluation import linear_probe as lp  # noqa: E402
 from clip_jax.evaluation import run_evals  # noqa: E402
 from tests.helpers import realistic  # noqa: E402
+from tests.helpers.oracles import clip_benchmark_accuracy, register_open_clip_tiny_vit  # noqa: E402
 from tests.helpers.runtime import ROOT  # noqa: E402
 
-# open_clip's description of clip_jax's "tiny-vit"
-TINY = {"embed_dim": 32, "quick_gelu": True,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
 TEMPLATES = ["a {} shape", "a {} thing on a textured background", "{}"]
 KS = (1, 5, 10)
 TRAIN_STEPS = 60
@@ -78,10 +75,8 @@ def fixture(tmp_path_factory):
          f"--config.checkpoint_every={TRAIN_STEPS}", "--config.data.options.shuffle_buffer=256")
     model, variables = clip_jax.load_checkpoint(workdir)
     exported = clip_jax.export_checkpoint(model, variables, str(root / "tiny_open_clip.safetensors"), "open_clip")
-    from open_clip import factory
-
-    factory._MODEL_CONFIGS["clip-jax-realistic-tiny"] = TINY
-    reference = open_clip.create_model("clip-jax-realistic-tiny", pretrained=exported).eval()
+    name = register_open_clip_tiny_vit("clip-jax-realistic-tiny")
+    reference = open_clip.create_model(name, pretrained=exported).eval()
     return dict(root=root, items=items, spec=spec, folders=folders, model=model, variables=variables,
                 exported=exported, reference=reference)
 
@@ -143,17 +138,9 @@ def _stable_topk(x, k, dim=-1, largest=True, sorted=True):
     return torch.gather(x, dim, order), order
 
 
-def _accuracy_numpy2(output, target, topk=(1,)):
-    """CLIP_benchmark 1.6.2's `accuracy` with its last line made NumPy-2 safe (it calls
-    float() on a 1-element array, an error in NumPy >= 2.4); same definition otherwise."""
-    pred = output.topk(max(topk), 1, True, True)[1].t()
-    correct = pred.eq(target.view(1, -1).expand_as(pred))
-    return [correct[:k].reshape(-1).float().sum().item() / len(target) for k in topk]
-
-
 @pytest.fixture(autouse=True)
 def numpy2_compat(monkeypatch):
-    monkeypatch.setattr(cb_zeroshot, "accuracy", _accuracy_numpy2)
+    monkeypatch.setattr(cb_zeroshot, "accuracy", clip_benchmark_accuracy)
 
 
 # -- retrieval ----------------------------------------------------------------------------

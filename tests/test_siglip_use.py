@@ -2,7 +2,6 @@
 probabilities equal to transformers' sigmoid scores end to end (PIL images and text in),
 evaluations through run_evals, eval.py and the demo, and fine-tuning from a Hugging Face
 folder with the sigmoid loss and a locked image tower."""
-import importlib.util
 import json
 import os
 import shutil
@@ -22,9 +21,9 @@ from clip_jax.evaluation.zeroshot import (
     default_templates,
     zero_shot_probabilities,
 )
+from tests.helpers import runtime
+from tests.helpers.runtime import ROOT
 from tests.helpers.siglip import train_sentencepiece
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def awkward_images():
@@ -162,11 +161,7 @@ def test_demo_on_a_siglip_folder(tiny_folder, monkeypatch, capsys):
 
 
 def load_config(arg):
-    path = os.path.join(ROOT, "configs", "siglip_finetune.py")
-    spec = importlib.util.spec_from_file_location("siglip_finetune", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return runtime.load_config("siglip_finetune", arg)
 
 
 def test_finetune_with_a_locked_image_tower(tiny_folder, tmp_path):

@@ -114,6 +114,20 @@ def hf_to_openai(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def vision_config_from_hf(vision: Mapping, default_patch_size: int) -> VisionConfig:
+    """The ViT of a transformers `vision_config` dict (CLIP's and SigLIP's share the keys;
+    the defaults are transformers' base models')."""
+    width = vision.get("hidden_size", 768)
+    return VisionConfig(
+        image_size=vision.get("image_size", 224),
+        width=width,
+        layers=vision.get("num_hidden_layers", 12),
+        patch_size=vision.get("patch_size", default_patch_size),
+        head_width=width // vision.get("num_attention_heads", 12),
+        mlp_ratio=vision.get("intermediate_size", 3072) / width,
+    )
+
+
 def config_from_hf(hf: Mapping) -> CLIPConfig:
     """A `CLIPConfig` of a transformers CLIPConfig dict (config.json)."""
     if hf.get("model_type") not in (None, "clip"):
@@ -131,15 +145,7 @@ def config_from_hf(hf: Mapping) -> CLIPConfig:
         eps = tower.get("layer_norm_eps", 1e-5)
         if abs(eps - 1e-5) > 1e-12:
             raise ValueError(f"layer_norm_eps {eps} unsupported; CLIP uses 1e-5")
-    width = v.get("hidden_size", 768)
-    vision = VisionConfig(
-        image_size=v.get("image_size", 224),
-        width=width,
-        layers=v.get("num_hidden_layers", 12),
-        patch_size=v.get("patch_size", 32),
-        head_width=width // v.get("num_attention_heads", 12),
-        mlp_ratio=v.get("intermediate_size", 3072) / width,
-    )
+    vision = vision_config_from_hf(v, default_patch_size=32)
     text = TextConfig(
         context_length=t.get("max_position_embeddings", 77),
         vocab_size=t.get("vocab_size", 49408),

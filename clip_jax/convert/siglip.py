@@ -170,14 +170,9 @@ def config_from_hf(hf: Mapping, source: str = "config.json", tokenizer: str | No
         raise ValueError(f"{source}: text_config.projection_size {projection} differs from the image width {width}; "
                          "SigLIP compares the text head's output with the image embedding, so they must be equal")
     vocab = t.get("vocab_size", 32_000)
-    vision = VisionConfig(
-        image_size=v.get("image_size", 224),
-        width=width,
-        layers=v.get("num_hidden_layers", 12),
-        patch_size=v.get("patch_size", 16),
-        head_width=width // v.get("num_attention_heads", 12),
-        mlp_ratio=v.get("intermediate_size", 3072) / width,
-    )
+    from clip_jax.convert.hf import vision_config_from_hf  # hf imports this module
+
+    vision = vision_config_from_hf(v, default_patch_size=16)
     text = TextConfig(
         context_length=t.get("max_position_embeddings", 64),
         vocab_size=vocab,

@@ -1,8 +1,35 @@
-"""Helpers for parity tests against the test-only oracles (open_clip, transformers)."""
+"""Helpers for parity tests against the test-only oracles (open_clip, transformers,
+CLIP_benchmark)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
+
+# open_clip's model config of clip_jax's "tiny-vit", registered under a name with
+# `register_open_clip_tiny_vit(name)`.
+TINY_VIT_OPEN_CLIP = {
+    "embed_dim": 32,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def register_open_clip_tiny_vit(name: str) -> str:
+    """Make `open_clip.create_model(name)` build clip_jax's tiny-vit; returns `name`."""
+    from open_clip import factory
+
+    factory._MODEL_CONFIGS[name] = TINY_VIT_OPEN_CLIP
+    return name
+
+
+def clip_benchmark_accuracy(output, target, topk=(1,)):
+    """CLIP_benchmark 1.6.2's `accuracy` with its last line made NumPy-2 safe (it calls
+    float() on a 1-element array, an error in NumPy >= 2.4); the same definition otherwise.
+    Tests monkeypatch it over the modules' own."""
+    pred = output.topk(max(topk), 1, True, True)[1].t()
+    correct = pred.eq(target.view(1, -1).expand_as(pred))
+    return [correct[:k].reshape(-1).float().sum().item() / len(target) for k in topk]
 
 
 def perturb_torch_model(model, seed: int = 0, scale: float = 0.02) -> None:

@@ -1,7 +1,6 @@
 """Worker processes of the tests: the command that runs one (`worker`, from the repository
 root), and starting JAX inside one (`start_jax`): simulated CPU devices and, for several
 processes, jax.distributed over gloo on localhost."""
-import importlib.util
 import os
 import socket
 import sys
@@ -17,11 +16,9 @@ def worker(name: str, *args) -> list[str]:
 def load_file(relative_path: str):
     """A repository script or config file (configs/, data/, ...) imported as a module by
     its path, as `train.py --config` and the tools' command lines read them."""
-    path = os.path.join(ROOT, relative_path)
-    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from clip_jax.configs import config_file
+
+    return config_file(os.path.join(ROOT, relative_path))
 
 
 def load_config(name: str, arg=None):
