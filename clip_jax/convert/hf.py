@@ -128,6 +128,19 @@ def vision_config_from_hf(vision: Mapping, default_patch_size: int) -> VisionCon
     )
 
 
+def vision_config_to_hf(vision: VisionConfig) -> dict:
+    """The ViT's keys of a transformers `vision_config` (the inverse of the above)."""
+    return {
+        "hidden_size": vision.width,
+        "intermediate_size": vision.mlp_dim,
+        "num_hidden_layers": vision.layers,
+        "num_attention_heads": vision.num_heads,
+        "image_size": vision.image_size,
+        "patch_size": vision.patch_size,
+        "num_channels": 3,
+    }
+
+
 def config_from_hf(hf: Mapping) -> CLIPConfig:
     """A `CLIPConfig` of a transformers CLIPConfig dict (config.json)."""
     if hf.get("model_type") not in (None, "clip"):
@@ -181,13 +194,7 @@ def config_to_hf(config: CLIPConfig, logit_scale_init: float) -> dict:
             "pad_token_id": 1,
         },
         "vision_config": {
-            "hidden_size": v.width,
-            "intermediate_size": v.mlp_dim,
-            "num_hidden_layers": v.layers,
-            "num_attention_heads": v.num_heads,
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-            "num_channels": 3,
+            **vision_config_to_hf(v),
             "hidden_act": config.act,
             "layer_norm_eps": 1e-5,
             "projection_dim": config.embed_dim,

@@ -194,6 +194,9 @@ def folder_tokenizer_kind(folder: str) -> str | None:
 
 
 def config_to_hf(config: CLIPConfig) -> dict:
+    """The transformers SiglipConfig dict (config.json) of a SigLIP architecture."""
+    from clip_jax.convert.hf import vision_config_to_hf  # hf imports this module
+
     v, t = config.vision, config.text
     tokens = {"siglip": {"pad_token_id": 1, "eos_token_id": 1}, "gemma": {"pad_token_id": 0, "eos_token_id": 1,
                                                                           "bos_token_id": 2}}[t.tokenizer]
@@ -214,13 +217,7 @@ def config_to_hf(config: CLIPConfig) -> dict:
             **tokens,
         },
         "vision_config": {
-            "hidden_size": v.width,
-            "intermediate_size": v.mlp_dim,
-            "num_hidden_layers": v.layers,
-            "num_attention_heads": v.num_heads,
-            "image_size": v.image_size,
-            "patch_size": v.patch_size,
-            "num_channels": 3,
+            **vision_config_to_hf(v),
             "hidden_act": HF_ACTIVATION,
             "layer_norm_eps": config.layer_norm_eps,
         },
