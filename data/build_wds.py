@@ -1,5 +1,5 @@
-"""python data/build_wds.py --out DIR/PREFIX [--per-shard 10000] \
-       (--captions FILE.csv|FILE.jsonl [--images DIR] | --from SPEC)
+"""python data/build_wds.py --out DIR/PREFIX (--captions FILE.csv|FILE.jsonl [--images DIR] | --from SPEC) \
+[--per-shard 10000]
 
 Builds WebDataset shards (key.jpg|png|webp|..., key.txt, key.json, key.cls) from
   --captions: a CSV or JSON-lines file of image paths and captions (columns/keys named by
