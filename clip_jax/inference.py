@@ -72,6 +72,6 @@ def init_variables(model: CLIP, seed: int = 0) -> dict:
     size = model.config.vision.image_size
     images = np.zeros((1, size, size, 3), np.float32)
     tokens = np.zeros((1, model.config.text.context_length), np.int32)
-    # The 'rbg' generator compiles about 2.5x faster than threefry for the many
-    # independent initialisers of a model; the quality of init randomness is the same.
+    # The 'rbg' generator compiles faster than threefry for a model's many independent
+    # initialisers, with init randomness of the same quality.
     return jax.jit(model.init)(jax.random.key(seed, impl="rbg"), images, tokens)

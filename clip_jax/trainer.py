@@ -258,7 +258,7 @@ def initial_state(setup: Setup, checkpointer: Checkpointer):
         state, position = checkpointer.restore(latest, abstract)
         logging.info("resumed from %s at step %d", checkpointer.directory, latest)
         return state, position
-    # 'rbg' keys compile the many initialisers ~2.5x faster than threefry.
+    # 'rbg' keys compile a model's many initialisers faster than threefry.
     state = setup.init_state(jax.random.key(config.seed, impl="rbg"))
     if config.get("init_from"):
         from clip_jax.convert import read_checkpoint

@@ -30,7 +30,7 @@ def get_config(arg="ring"):
         config.accumulation_steps = 128 if not local else 2
         config.remat = True
     elif variant == "flip":
-        # Drop half the patches (about 2x faster image tower), then tune unmasked.
+        # Drop half the patches (half the image tower's tokens), then tune unmasked.
         config.patch_dropout = 0.5
         config.patch_dropout_unmasked_steps = 1000 if not local else 1
     elif variant == "lit":

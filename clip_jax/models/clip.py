@@ -37,7 +37,7 @@ class CLIP(nn.Module):
     patch_dropout: float = 0.0  # ViT only: fraction of patches dropped in training (FLIP)
     # The towers' last blocks compute only the pooled token (class / EOT), which is all
     # that reaches the features; True runs them on every token: the same outputs for
-    # ~7% more work (the plain form, for tests and for counting open_clip's FLOPs).
+    # more work (the plain form, for tests and for counting open_clip's FLOPs).
     full_last_block: bool = False
     # Backend-specific matmul and attention kernels; None: `select_kernels()` for this
     # backend (create_model chooses them once, from its `attention` argument).
