@@ -138,6 +138,28 @@ def _prompt_captions(class_names: Sequence[str], template: str = "a photo of a {
     return add
 
 
+def _track_position(positions, m, raw):
+    """scan step: the sources' positions right after raw element m (before any is dropped)."""
+    next_pos = raw["pos"] + tf.constant([0, 0, 1], tf.int64)
+    positions = tf.tensor_scatter_nd_update(positions, [[raw["source"]]], next_pos[None])
+    return positions, {**raw, "m": m, "positions": positions}
+
+
+def _count_faults(carry, example):
+    """scan step: the COUNTERS after `example`; elements missing between consecutive m
+    were dropped by ignore_errors (undecodable images)."""
+    last_m, counters = carry
+    dropped = example["m"] - last_m - 1
+    fault = example["fault"]
+    update = tf.stack([
+        tf.cast(fault == FAULT_SHARD, tf.int64),
+        dropped + tf.cast(fault == FAULT_IMAGE, tf.int64),
+        tf.cast(fault == FAULT_CAPTION, tf.int64),
+    ])
+    counters = counters + update
+    return (example["m"], counters), {**example, "counters": counters}
+
+
 class TrainIterator:
     """Deterministic, resumable iterator of per-host training batches (see module docstring)."""
 
@@ -265,6 +287,25 @@ class TrainIterator:
     def dataset(self) -> tf.data.Dataset:
         """The tf.data pipeline from the current state (batches carry their own positions)."""
         state = self._state
+        m0 = state["next_index"]
+        indices = tf.data.Dataset.counter(m0)
+        ds = tf.data.Dataset.zip(indices, self._mixed_sources(state, indices))
+
+        # Positions: the state right after each raw element, computed before anything is dropped.
+        start_positions = tf.constant(np.array(state["positions"], np.int64).reshape(len(self.sources), 3))
+        ds = ds.scan(start_positions, lambda positions, m_raw: _track_position(positions, *m_raw))
+        ds = ds.map(self._decode, num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = ds.ignore_errors()  # undecodable images; counted below from the gaps in m
+        counters0 = tf.constant([state["counters"][c] for c in COUNTERS], tf.int64)
+        ds = ds.scan((tf.constant(m0 - 1, tf.int64), counters0), _count_faults)
+        ds = ds.filter(lambda example: tf.equal(example["fault"], FAULT_NONE))
+        ds = ds.batch(self.batch_size, drop_remainder=True)
+        ds = ds.map(self._finish_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
+        return ds.prefetch(self.prefetch).with_options(_options(self.num_threads))
+
+    def _mixed_sources(self, state, indices: tf.data.Dataset) -> tf.data.Dataset:
+        """Raw elements of all sources for this host, raw element m drawn from a source by
+        the mixture weights with a seed of (host, m): the same draws after a resume."""
         streams = [
             _source_stream(
                 source,
@@ -279,58 +320,16 @@ class TrainIterator:
             )
             for i, source in enumerate(self.sources)
         ]
-        m0 = state["next_index"]
-        indices = tf.data.Dataset.counter(m0)
         if len(streams) == 1:
-            mixed = streams[0]
-        else:
-            mix_seed = _seed(self.seed, self.process_index, 0x6D6978)
-            logits = tf.constant(self.log_weights[None])
+            return streams[0]
+        mix_seed = tf.constant(_seed(self.seed, self.process_index, 0x6D6978), tf.int64)
+        logits = tf.constant(self.log_weights[None])
 
-            def choose(m):
-                return tf.cast(
-                    tf.random.stateless_categorical(logits, 1, seed=tf.stack([tf.constant(mix_seed, tf.int64), m]))[
-                        0, 0
-                    ],
-                    tf.int64,
-                )
+        def choose(m):
+            draw = tf.random.stateless_categorical(logits, 1, seed=tf.stack([mix_seed, m]))
+            return tf.cast(draw[0, 0], tf.int64)
 
-            mixed = tf.data.Dataset.choose_from_datasets(streams, indices.map(choose), stop_on_empty_dataset=True)
-        ds = tf.data.Dataset.zip(indices, mixed)
-
-        # Positions: the state right after each raw element, computed before anything is dropped.
-        start_positions = tf.constant(np.array(state["positions"], np.int64).reshape(len(streams), 3))
-
-        def track(positions, m, raw):
-            next_pos = raw["pos"] + tf.constant([0, 0, 1], tf.int64)
-            positions = tf.tensor_scatter_nd_update(positions, [[raw["source"]]], next_pos[None])
-            return positions, {**raw, "m": m, "positions": positions}
-
-        ds = ds.scan(start_positions, lambda p, m_raw: track(p, *m_raw))
-        ds = ds.map(self._decode, num_parallel_calls=AUTOTUNE, deterministic=True)
-        ds = ds.ignore_errors()  # undecodable images; counted below from the gaps in m
-
-        counters0 = tf.constant([state["counters"][c] for c in COUNTERS], tf.int64)
-
-        def count(carry, example):
-            last_m, counters = carry
-            dropped = example["m"] - last_m - 1
-            fault = example["fault"]
-            update = tf.stack(
-                [
-                    tf.cast(fault == FAULT_SHARD, tf.int64),
-                    dropped + tf.cast(fault == FAULT_IMAGE, tf.int64),
-                    tf.cast(fault == FAULT_CAPTION, tf.int64),
-                ]
-            )
-            counters = counters + update
-            return (example["m"], counters), {**example, "counters": counters}
-
-        ds = ds.scan((tf.constant(m0 - 1, tf.int64), counters0), count)
-        ds = ds.filter(lambda example: tf.equal(example["fault"], FAULT_NONE))
-        ds = ds.batch(self.batch_size, drop_remainder=True)
-        ds = ds.map(self._finish_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
-        return ds.prefetch(self.prefetch).with_options(_options(self.num_threads))
+        return tf.data.Dataset.choose_from_datasets(streams, indices.map(choose), stop_on_empty_dataset=True)
 
     def _decode(self, raw):
         seed = tf.stack([tf.constant(_seed(self.seed, self.process_index), tf.int64), raw["m"]])
