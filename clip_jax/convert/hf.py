@@ -15,8 +15,9 @@ from typing import Mapping
 import numpy as np
 
 from clip_jax.convert import siglip
+from clip_jax.convert.hf_vision import vision_config_from_hf, vision_config_to_hf
 from clip_jax.convert.safetensors_io import contiguous
-from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
+from clip_jax.models.config import CLIPConfig, TextConfig
 
 _BLOCK_RENAMES = [
     ("attn.out_proj.", "self_attn.out_proj."),
@@ -112,33 +113,6 @@ def hf_to_openai(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     for key in set(sd) - used:
         out[key] = sd[key]  # reported as unexpected by the Flax mapping
     return out
-
-
-def vision_config_from_hf(vision: Mapping, default_patch_size: int) -> VisionConfig:
-    """The ViT of a transformers `vision_config` dict (CLIP's and SigLIP's share the keys;
-    the defaults are transformers' base models')."""
-    width = vision.get("hidden_size", 768)
-    return VisionConfig(
-        image_size=vision.get("image_size", 224),
-        width=width,
-        layers=vision.get("num_hidden_layers", 12),
-        patch_size=vision.get("patch_size", default_patch_size),
-        head_width=width // vision.get("num_attention_heads", 12),
-        mlp_ratio=vision.get("intermediate_size", 3072) / width,
-    )
-
-
-def vision_config_to_hf(vision: VisionConfig) -> dict:
-    """The ViT's keys of a transformers `vision_config` (the inverse of the above)."""
-    return {
-        "hidden_size": vision.width,
-        "intermediate_size": vision.mlp_dim,
-        "num_hidden_layers": vision.layers,
-        "num_attention_heads": vision.num_heads,
-        "image_size": vision.image_size,
-        "patch_size": vision.patch_size,
-        "num_channels": 3,
-    }
 
 
 def config_from_hf(hf: Mapping) -> CLIPConfig:

@@ -24,6 +24,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
+from clip_jax.convert.hf_vision import vision_config_from_hf, vision_config_to_hf
 from clip_jax.convert.openai import Row
 from clip_jax.convert.safetensors_io import contiguous
 from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
@@ -170,8 +171,6 @@ def config_from_hf(hf: Mapping, source: str = "config.json", tokenizer: str | No
         raise ValueError(f"{source}: text_config.projection_size {projection} differs from the image width {width}; "
                          "SigLIP compares the text head's output with the image embedding, so they must be equal")
     vocab = t.get("vocab_size", 32_000)
-    from clip_jax.convert.hf import vision_config_from_hf  # hf imports this module
-
     vision = vision_config_from_hf(v, default_patch_size=16)
     text = TextConfig(
         context_length=t.get("max_position_embeddings", 64),
@@ -195,8 +194,6 @@ def folder_tokenizer_kind(folder: str) -> str | None:
 
 def config_to_hf(config: CLIPConfig) -> dict:
     """The transformers SiglipConfig dict (config.json) of a SigLIP architecture."""
-    from clip_jax.convert.hf import vision_config_to_hf  # hf imports this module
-
     v, t = config.vision, config.text
     tokens = {"siglip": {"pad_token_id": 1, "eos_token_id": 1}, "gemma": {"pad_token_id": 0, "eos_token_id": 1,
                                                                           "bos_token_id": 2}}[t.tokenizer]
