@@ -130,6 +130,7 @@ RESIZE_CASES = [  # (image h, w), box (top, left, height, width), output size
     ((1000, 230), (10.0, 0.0, 900.0, 230.0), 32),  # tall, large factor
     ((64, 64), (0.0, 0.0, 64.0, 64.0), 64),  # same size
     ((31, 500), (0.0, 20.0, 31.0, 460.0), 16),  # one side up, the other down
+    ((120, 90), (5.5, 0.0, 100.0, 90.0), 36),  # output not a whole number of tiles
 ]
 
 

@@ -132,9 +132,9 @@ def train_image(data: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), r
 
 
 def dct_scale(extent: tf.Tensor, size: int) -> tf.Tensor:
-    """The largest r in DCT_SCALES with both sides of the window >= r * size (int32)."""
-    fits = [tf.logical_and(extent[0] >= r * size, extent[1] >= r * size) for r in DCT_SCALES[1:]]
-    return tf.add_n([tf.cast(f, tf.int32) for f in fits])  # index into DCT_SCALES: the fits are nested
+    """The index in DCT_SCALES of the largest r with both sides of the window >= r * size (int32)."""
+    shorter = tf.minimum(extent[0], extent[1])
+    return tf.reduce_sum(tf.cast(shorter >= tf.constant(DCT_SCALES[1:], tf.int32) * size, tf.int32))
 
 
 def decode_jpeg_window(data: tf.Tensor, shape: tf.Tensor, begin: tf.Tensor, extent: tf.Tensor,
@@ -167,55 +167,71 @@ def decode_jpeg_window(data: tf.Tensor, shape: tf.Tensor, begin: tf.Tensor, exte
 
 
 def _bicubic_kernel(x: tf.Tensor) -> tf.Tensor:
-    """Keys' cubic convolution with a = -0.5, PIL's (and TF's) bicubic filter; support 2."""
+    """Keys' cubic convolution with a = -0.5, PIL's (and TF's) bicubic filter, at x = |t| < 2
+    (the caller masks the support)."""
     a = -0.5
-    x = tf.abs(x)
     near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
     far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
-    return tf.where(x < 1.0, near, tf.where(x < 2.0, far, tf.zeros_like(x)))
+    return tf.where(x < 1.0, near, far)
 
 
-def _resize_rows(rows: tf.Tensor, out_size: int, start: tf.Tensor, extent: tf.Tensor) -> tf.Tensor:
-    """float32 [n, m] -> [out_size, m]: rows [start, start + extent) resampled along axis 0.
+def _band_weights(n_in: tf.Tensor, start: tf.Tensor, extent: tf.Tensor, size: int):
+    """PIL's resampling coefficients for both axes at once (each argument float32 [2, 1, 1, 1]:
+    rows, columns), as bands of RESIZE_TILE output rows.
 
-    PIL's coefficients (precompute_coeffs in Pillow's Resample.c): output i is centred at
-    start + (i + 0.5) * scale and takes input rows within 2 * max(scale, 1) of it, weighted
-    by the cubic kernel stretched by max(scale, 1) and normalised to sum 1.  The weights
-    form a band; it is applied as a batch of small dense matmuls over tiles of RESIZE_TILE
-    output rows, each gathering the input rows its tile reaches."""
+    As precompute_coeffs in Pillow's Resample.c: output i is centred at start + (i + 0.5) *
+    scale and takes the inputs within 2 * max(scale, 1) of it, weighted by the cubic kernel
+    stretched by max(scale, 1) and normalised to sum 1.  Returns (the first input of each
+    tile, int32 [2, tiles]; weights float32 [2, tiles, tile, span] over inputs first ..
+    first + span, span the larger of the two; each axis's own span, int32 [2])."""
     tile = RESIZE_TILE
-    n_in = tf.shape(rows)[0]
-    tiles = -(-out_size // tile)
-    scale = extent / out_size
+    tiles = -(-size // tile)
+    scale = extent / size
     stretch = tf.maximum(scale, 1.0)
     support = 2.0 * stretch
-    centers = start + (tf.range(tiles * tile, dtype=tf.float32) + 0.5) * scale
-    low = tf.clip_by_value(tf.floor(centers - support + 0.5), 0.0, tf.cast(n_in, tf.float32))
-    high = tf.clip_by_value(tf.floor(centers + support + 0.5), 0.0, tf.cast(n_in, tf.float32))
-    first = low[::tile]  # rows each tile starts at [tiles]
-    span = tf.maximum(tf.cast(tf.reduce_max(high[tile - 1 :: tile] - first), tf.int32), 1)
-    positions = first[:, None] + tf.cast(tf.range(span), tf.float32)[None]  # [tiles, span]
-    x = positions[:, None, :]
-    centers, low, high = (tf.reshape(v, [tiles, tile, 1]) for v in (centers, low, high))
-    weights = tf.where((x >= low) & (x < high), _bicubic_kernel((x - centers + 0.5) / stretch), 0.0)
-    weights = tf.math.divide_no_nan(weights, tf.reduce_sum(weights, -1, keepdims=True))  # [tiles, tile, span]
-    gathered = tf.gather(rows, tf.minimum(tf.cast(positions, tf.int32), n_in - 1))  # [tiles, span, m]
-    out = tf.reshape(tf.matmul(weights, gathered), [tiles * tile, tf.shape(rows)[1]])
-    return out[:out_size]
+    offsets = tf.constant([[[t * tile + k + 0.5] for k in range(tile)] for t in range(tiles)])  # [tiles, tile, 1]
+    centers = start + offsets * scale  # [2, tiles, tile, 1]
+    low = tf.clip_by_value(tf.floor(centers + (0.5 - support)), 0.0, n_in)
+    high = tf.clip_by_value(tf.floor(centers + (0.5 + support)), 0.0, n_in)
+    first = low[:, :, :1]  # [2, tiles, 1, 1]
+    spans = tf.cast(tf.reduce_max(high[:, :, -1:] - first, axis=[1, 2, 3]), tf.int32)
+    x = first + tf.cast(tf.range(tf.reduce_max(spans)), tf.float32)  # [2, tiles, 1, span]
+    distance = tf.abs(x - centers + 0.5) / stretch
+    weights = tf.where((x >= low) & (x < high) & (distance < 2.0), _bicubic_kernel(distance), 0.0)
+    weights = tf.math.divide_no_nan(weights, tf.reduce_sum(weights, -1, keepdims=True))
+    return tf.cast(first[:, :, 0, 0], tf.int32), weights, spans
+
+
+def _resample_rows(rows: tf.Tensor, n: tf.Tensor, first: tf.Tensor, weights: tf.Tensor, span: tf.Tensor,
+                   size: int) -> tf.Tensor:
+    """float32 [n, m] -> [size, m] with one axis's bands: a batch of small dense matmuls, one
+    per tile of output rows, each over the input rows its tile reaches."""
+    positions = tf.minimum(first[:, None] + tf.range(span), n - 1)  # [tiles, span]
+    out = tf.matmul(weights[:, :, :span], tf.gather(rows, positions))  # [tiles, tile, m]
+    out = tf.reshape(out, [-1, tf.shape(rows)[1]])
+    return out if size % RESIZE_TILE == 0 else out[:size]
 
 
 def resize_bicubic(image: tf.Tensor, box: tf.Tensor, size: int) -> tf.Tensor:
     """[h, w, c] (any real dtype) -> float32 [size, size, c]: the box (float32 [top, left,
     height, width] in pixels, fractions allowed) resampled with antialiased bicubic, as
     PIL's Image.resize((size, size), BICUBIC, box=...) computes it on a float image: one
-    separable pass per axis in floating point, no rounding in between."""
+    separable pass per axis in floating point, no rounding in between.  The coefficients
+    of both axes are computed together: per image, the number of small ops matters as
+    much as the matmuls."""
     shape = tf.shape(image)
-    height, width, channels = shape[0], shape[1], shape[2]
-    pixels = tf.reshape(tf.cast(image, tf.float32), [height, width * channels])
-    rows = _resize_rows(pixels, size, box[0], box[2])  # [size, width * channels]
-    columns = tf.reshape(tf.transpose(tf.reshape(rows, [size, width, channels]), [1, 0, 2]), [width, size * channels])
-    columns = _resize_rows(columns, size, box[1], box[3])  # [size (x), size (y) * channels]
-    return tf.transpose(tf.reshape(columns, [size, size, channels]), [1, 0, 2])
+    height, width = shape[0], shape[1]
+    first, weights, spans = _band_weights(
+        tf.reshape(tf.cast(shape[:2], tf.float32), [2, 1, 1, 1]),
+        tf.reshape(box[:2], [2, 1, 1, 1]),
+        tf.reshape(box[2:], [2, 1, 1, 1]),
+        size,
+    )
+    pixels = tf.reshape(tf.cast(image, tf.float32), [height, -1])
+    rows = _resample_rows(pixels, height, first[0], weights[0], spans[0], size)  # [size, width * c]
+    columns = tf.reshape(tf.transpose(tf.reshape(rows, [size, width, -1]), [1, 0, 2]), [width, -1])
+    columns = _resample_rows(columns, width, first[1], weights[1], spans[1], size)  # [size (x), size (y) * c]
+    return tf.transpose(tf.reshape(columns, [size, size, -1]), [1, 0, 2])
 
 
 # -- evaluation -------------------------------------------------------------------------

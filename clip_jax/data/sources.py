@@ -18,7 +18,7 @@ yields FAULT_IMAGE; invalid or empty captions are dropped from "captions" (an ex
 none left is marked FAULT_CAPTION by the training pipeline, which skips and counts it).
 This module owns the fault codes.
 
-Readers of files are Python generators (tarfile and TFRecord parsing through tf.io.gfile,
+Readers of files are Python generators (tar_stream and TFRecord parsing through tf.io.gfile,
 so gs:// works); they hand tf.data chunks of READ_CHUNK elements, because crossing from
 Python into tf.data costs far more per element than the parsing itself.  The byte-heavy
 work, decoding, happens later in the TF graph.
@@ -30,13 +30,13 @@ import csv
 import json
 import logging
 import os
-import tarfile
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from clip_jax.data import spec as spec_lib
+from clip_jax.data import tar_stream
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +159,11 @@ def _plain_captions(element: dict) -> dict:
     return {**element, "captions": tf.ensure_shape(element["captions"], [None])}
 
 
-def _group_key(member) -> tuple[str | None, str]:
-    """(example key, lower-case extension) of a tar member in the WebDataset layout, or
-    (None, "") for what is not an example's file: directories, names without an
-    extension, hidden files such as macOS's ._foo."""
-    if not member.isfile():
-        return None, ""
-    directory, _, base = member.name.rpartition("/")
+def _group_key(name: str) -> tuple[str | None, str]:
+    """(example key, lower-case extension) of a tar member's name in the WebDataset layout,
+    or (None, "") for what is not an example's file: names without an extension, hidden
+    files such as macOS's ._foo."""
+    directory, _, base = name.rpartition("/")
     stem, dot, ext = base.partition(".")
     if not dot or base.startswith("."):
         return None, ""
@@ -187,12 +185,11 @@ class WdsSource(_GeneratorSource):
     def _generate(self, path):
         group_key, group = None, {}
         try:
-            with tf.io.gfile.GFile(path, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:
-                for member in tar:
-                    key, ext = _group_key(member)
+            with tf.io.gfile.GFile(path, "rb") as f:
+                for name, data in tar_stream.members(f):
+                    key, ext = _group_key(name)
                     if key is None:
                         continue
-                    data = tar.extractfile(member).read()
                     if key != group_key and group:
                         yield self._example(group)
                         group = {}
@@ -200,7 +197,7 @@ class WdsSource(_GeneratorSource):
                     group[ext] = data
             if group:
                 yield self._example(group)
-        except (tarfile.TarError, OSError, EOFError, tf.errors.OpError) as error:
+        except tar_stream.READ_ERRORS as error:
             # The group being read when the shard broke may be incomplete: drop it.
             log.warning("skipping the rest of shard %s: %s", path, error)
             yield raw_element(fault=FAULT_SHARD)
@@ -212,9 +209,9 @@ class WdsSource(_GeneratorSource):
         for path in self.units:
             group_key, label = None, None
             try:
-                with tf.io.gfile.GFile(path, "rb") as f, tarfile.open(fileobj=f, mode="r:*") as tar:
-                    for member in tar:
-                        key, ext = _group_key(member)
+                with tf.io.gfile.GFile(path, "rb") as f:
+                    for name, data in tar_stream.members(f, wanted=lambda name: _group_key(name)[1] == "cls"):
+                        key, ext = _group_key(name)
                         if key is None:
                             continue
                         if key != group_key and group_key is not None:
@@ -222,10 +219,10 @@ class WdsSource(_GeneratorSource):
                             label = None
                         group_key = key
                         if ext == "cls":
-                            label = _parse_label(tar.extractfile(member).read())
+                            label = _parse_label(data)
                     if group_key is not None:
                         out.append(label)
-            except (tarfile.TarError, OSError, EOFError, tf.errors.OpError) as error:
+            except tar_stream.READ_ERRORS as error:
                 log.warning("label scan: skipping the rest of shard %s: %s", path, error)
         return np.array([-1 if label is None else label for label in out], np.int64)
 
