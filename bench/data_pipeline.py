@@ -28,7 +28,9 @@ Each run skips --warmup batches, then times --batches batches: examples / wall s
 and examples / CPU seconds of the runner's processes (all threads, open_clip's worker
 included).  On a shared machine the wall rate counts time the core spent on other jobs;
 the CPU-time rate does not, so the ratios use it.  Rounds interleave the runners, and the
-median over rounds is printed, with the ratios against open_clip.
+median over rounds is printed, with the ratios against open_clip: of the medians, and the
+median of each round's ratio (runners of one round ran minutes apart, so that one
+cancels the machine's drift between rounds).
 """
 from __future__ import annotations
 
@@ -139,6 +141,10 @@ def worker(runner: str, pattern: str, batch: int, warmup: int, batches: int) -> 
     os._exit(0)  # do not wait for loader threads and worker processes to wind down
 
 
+def per_cpu_s(result: dict) -> float:
+    return result["examples"] / result["cpu_s"]
+
+
 def run_worker(runner: str, pattern: str, args, batches: int, pythonpath: str) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--worker", runner, "--pattern", pattern, "--batch",
                str(args.batch), "--warmup", str(args.warmup), "--batches", str(batches), "--cpu", str(args.cpu)]
@@ -206,8 +212,10 @@ def main(argv=None) -> None:
                  for (set_name, runner), rs in results.items() if set_name == name}
         reference = rates["open_clip"]
         for runner, (wall, cpu) in rates.items():
+            paired = statistics.median(per_cpu_s(mine) / per_cpu_s(theirs) for mine, theirs in
+                                       zip(results[(name, runner)], results[(name, "open_clip")]))
             print(f"{name:5s} {runner:16s} wall {wall:7.1f} [{wall / reference[0]:.2f}x]   per CPU-s {cpu:7.1f} "
-                  f"[{cpu / reference[1]:.2f}x]")
+                  f"[{cpu / reference[1]:.2f}x; median of per-round ratios {paired:.2f}x]")
     if "small" in sets:
         per_core = statistics.median(r["examples"] / r["cpu_s"] for r in results[("small", "clip_jax uint8")])
         needed = H100_BF16_TFLOPS * 1e12 * MFU / (VIT_B16_TRAIN_GFLOPS * 1e9)
