@@ -202,13 +202,13 @@ def main(argv=None) -> None:
                 for runner, pythonpath in runners.items():
                     result = run_worker(runner, patterns[name], args, batches, pythonpath)
                     results[(name, runner)].append(result)
-                    wall, cpu = result["examples"] / result["wall_s"], result["examples"] / result["cpu_s"]
+                    wall, cpu = result["examples"] / result["wall_s"], per_cpu_s(result)
                     print(f"round {round_index + 1} {name:5s} {runner:16s} {wall:7.1f} ex/s wall {cpu:7.1f} ex/CPU-s  "
                           f"{result['dtype']} {result['shape']}  (load {os.getloadavg()[0]:.2f})", flush=True)
     print("\nmedian over rounds, examples/s on one core (wall) and per CPU-second; ratio to open_clip in brackets")
     for name in sets:
         rates = {runner: (statistics.median(r["examples"] / r["wall_s"] for r in rs),
-                          statistics.median(r["examples"] / r["cpu_s"] for r in rs))
+                          statistics.median(per_cpu_s(r) for r in rs))
                  for (set_name, runner), rs in results.items() if set_name == name}
         reference = rates["open_clip"]
         for runner, (wall, cpu) in rates.items():
@@ -217,7 +217,7 @@ def main(argv=None) -> None:
             print(f"{name:5s} {runner:16s} wall {wall:7.1f} [{wall / reference[0]:.2f}x]   per CPU-s {cpu:7.1f} "
                   f"[{cpu / reference[1]:.2f}x; median of per-round ratios {paired:.2f}x]")
     if "small" in sets:
-        per_core = statistics.median(r["examples"] / r["cpu_s"] for r in results[("small", "clip_jax uint8")])
+        per_core = statistics.median(per_cpu_s(r) for r in results[("small", "clip_jax uint8")])
         needed = H100_BF16_TFLOPS * 1e12 * MFU / (VIT_B16_TRAIN_GFLOPS * 1e9)
         print(f"\nViT-B/16 on one H100 at {MFU:.0%} MFU: {needed:,.0f} samples/s = {needed / per_core:.1f} cores at "
               f"{per_core:.0f} examples per CPU-second (small set, clip_jax uint8)")

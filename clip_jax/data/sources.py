@@ -40,6 +40,9 @@ from clip_jax.data import tar_stream
 
 log = logging.getLogger(__name__)
 
+# A shard that cannot be read: damaged (tar_stream) or refused by the file system (tf.io.gfile).
+_SHARD_ERRORS = (*tar_stream.READ_ERRORS, tf.errors.OpError)
+
 FAULT_NONE, FAULT_SHARD, FAULT_IMAGE = 0, 1, 2
 FAULT_CAPTION = 3  # no valid caption: assigned by the training pipeline (after giving label-only sources prompts)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp")
@@ -197,7 +200,7 @@ class WdsSource(_GeneratorSource):
                     group[ext] = data
             if group:
                 yield self._example(group)
-        except tar_stream.READ_ERRORS as error:
+        except _SHARD_ERRORS as error:
             # The group being read when the shard broke may be incomplete: drop it.
             log.warning("skipping the rest of shard %s: %s", path, error)
             yield raw_element(fault=FAULT_SHARD)
@@ -222,7 +225,7 @@ class WdsSource(_GeneratorSource):
                             label = _parse_label(data)
                     if group_key is not None:
                         out.append(label)
-            except tar_stream.READ_ERRORS as error:
+            except _SHARD_ERRORS as error:
                 log.warning("label scan: skipping the rest of shard %s: %s", path, error)
         return np.array([-1 if label is None else label for label in out], np.int64)
 

@@ -2,9 +2,9 @@
 
 `tarfile` builds a TarInfo per member from every header field and routes the PAX record
 that webdataset's and clip_jax's writers put before each member (a fractional mtime)
-through more Python objects; for shards of small images that parsing was the largest
-cost of reading a shard, about as much as the rest of the reader (bench/RESULTS.md).
-A WebDataset reader needs only each file's name and bytes, so this reads just those:
+through more Python objects; for shards of small images that was most of the Python
+reader's time (bench/RESULTS.md).  A WebDataset reader needs only each file's name and
+bytes, so this reads just those:
 
   - ustar, GNU and PAX headers; names from the ustar prefix, a PAX `path` record or a
     GNU long-name member; sizes in octal, base-256 or a PAX `size` record;
@@ -24,22 +24,21 @@ import lzma
 import tarfile
 from typing import BinaryIO, Callable, Iterator
 
-import tensorflow as tf
-
 BLOCK = 512
 _COMPRESSED = ((b"\x1f\x8b", gzip.GzipFile), (b"BZh", bz2.BZ2File), (b"\xfd7zXZ\x00", lzma.LZMAFile))
 _REGULAR = (b"0", b"\x00", b"7")  # regular file, old-style regular file, contiguous file
+_META = (b"x", b"g", b"L", b"K")  # PAX record (next member), PAX global record, GNU long name, GNU long link
 _CHECKSUM = slice(148, 156)
-# What reading a damaged or unreadable shard raises: the tar layout, the decompressors, the
-# file system (tf.io.gfile's errors included).
-READ_ERRORS = (tarfile.TarError, OSError, EOFError, lzma.LZMAError, tf.errors.OpError)
+# What reading a damaged stream raises: the tar layout and the decompressors (the caller adds
+# its file system's errors).
+READ_ERRORS = (tarfile.TarError, OSError, EOFError, lzma.LZMAError)
 
 
 def members(f: BinaryIO, wanted: Callable[[str], bool] = lambda name: True) -> Iterator[tuple[str, bytes | None]]:
     """(name, data) of each regular file in the tar stream `f`, in order; data is None for
     names `wanted` rejects (their bytes are skipped, by seeking where `f` can)."""
     f = _decompressed(f)
-    length = _length(f) if f.seekable() else None
+    length = _length(f)
     long_name = pax_name = pax_size = None
     while True:
         header = f.read(BLOCK)
@@ -49,8 +48,8 @@ def members(f: BinaryIO, wanted: Callable[[str], bool] = lambda name: True) -> I
             raise tarfile.ReadError(f"truncated tar header ({len(header)} of {BLOCK} bytes)")
         _check(header)
         kind = header[156:157]
-        size = pax_size if pax_size is not None and kind not in (b"x", b"g", b"L") else _size(header)
-        if kind in (b"x", b"g", b"L", b"K"):
+        size = pax_size if pax_size is not None and kind not in _META else _size(header)
+        if kind in _META:
             data = _read(f, size)
             if kind == b"x":
                 records = _pax_records(data)
@@ -64,7 +63,7 @@ def members(f: BinaryIO, wanted: Callable[[str], bool] = lambda name: True) -> I
         if kind in _REGULAR and wanted(name):
             yield name, _read(f, size)
         else:
-            _skip(f, size + -size % BLOCK, length)
+            _skip(f, size, length)
             if kind in _REGULAR:
                 yield name, None
 
@@ -131,7 +130,9 @@ def _read(f: BinaryIO, size: int) -> bytes:
 
 
 def _skip(f: BinaryIO, size: int, length: int | None) -> None:
-    """Move `size` bytes on: a seek where the stream allows it (its `length` known)."""
+    """Move past a member of `size` bytes and its padding: a seek where the stream's `length`
+    is known, else a read."""
+    size += -size % BLOCK
     if length is None:
         if len(f.read(size)) < size:
             raise tarfile.ReadError("unexpected end of tar data")
@@ -143,8 +144,8 @@ def _skip(f: BinaryIO, size: int, length: int | None) -> None:
 
 
 def _length(f: BinaryIO) -> int | None:
-    """The stream's length where seeking to its end is cheap (a file, not a decompressor)."""
-    if isinstance(f, (gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile)):
+    """The stream's length where seeking to its end is cheap (a file, not a decompressor or a pipe)."""
+    if isinstance(f, (gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile)) or not f.seekable():
         return None
     here = f.tell()
     f.seek(0, 2)
