@@ -1,24 +1,25 @@
 """Training and evaluation pipelines: sources -> examples -> per-host batches.
 
-Training order, per source (one per '+' in the spec):
-  1. Host split: unit u goes to host u % process_count; with fewer units than hosts every
-     host reads all units and keeps every process_count-th example instead.
-  2. Epoch e: the host's units in a permutation drawn from (seed, host, source, e), cut
-     into blocks of `units_per_block` units.
-  3. Block b: its units interleaved one example at a time, shuffled with a buffer of
-     `shuffle_buffer` seeded by (seed, host, source, e, b), and numbered 0, 1, 2, ...
+Training order, per source (one per '+' in the spec; clip_jax.data.order owns it): each
+epoch permutes the source's units with a seed of (seed, source, epoch) and cuts them into
+blocks of `units_per_block` units; a block's units are interleaved one example at a time
+and shuffled with a buffer of `shuffle_buffer` seeded by (seed, source, epoch, block).
+Hosts share the blocks out (or, with fewer blocks than hosts, every P-th example of each).
+None of this depends on the host count, so a run can continue on another one.
 Sources are mixed by weight with a stateless draw per output index m, and example m's
 crop and caption choice are drawn from (seed, host, m).  Every example is therefore a
 pure function of where it sits in the stream.
 
 Resume mechanism: the position of the last example in each batch travels with the batch
-(tf.data computes it, so prefetching does not blur it).  The state is, per source, the
-next (epoch, block, offset), plus the next mix index m and the fault counters: a few
-dozen integers of JSON.  `set_state` rebuilds the pipeline starting at block b of epoch e
-and skips `offset` raw (undecoded) examples of that block, so a resume re-reads at most one
-block (units_per_block shards) and decodes nothing twice.  We did not use tf.data's own
-iterator checkpoints: they save the shuffle buffers (gigabytes of encoded images at
-buffer 10k) and cannot save Python-generator readers.
+(tf.data computes it, so prefetching does not blur it).  The state is, per source, an
+order.py position (the block being read and how far, plus any work items left by a
+resume on another host count), the next mix index m and the fault counters: a few dozen
+integers of JSON.  `set_state` rebuilds the pipeline at that block and skips the raw
+(undecoded) examples already read, so a resume re-reads at most one block's shards and
+decodes nothing twice; `set_host_states` takes every host's state and, on another host
+count, deals the rest of the epoch out anew.  We did not use tf.data's own iterator
+checkpoints: they save the shuffle buffers (gigabytes of encoded images at buffer 10k),
+cannot save Python-generator readers, and cannot change the host count.
 
 Faults (codes owned by clip_jax.data.sources): a shard that breaks, an image file that
 cannot be read, an example with no valid caption are flagged by the sources; bytes that
@@ -38,21 +39,24 @@ required for resume and set explicitly.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 from typing import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from clip_jax.data import image_ops, text_ops
+from clip_jax.data import order as order_lib
 from clip_jax.data import sources as sources_lib
 from clip_jax.data.sources import FAULT_CAPTION, FAULT_IMAGE, FAULT_NONE, FAULT_SHARD
 from clip_jax.preprocess import check_style
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: positions per source as order.py's work items
 COUNTERS = ("skipped_shards", "skipped_images", "skipped_captions")
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -70,57 +74,54 @@ def _options(num_threads: int | None) -> tf.data.Options:
     return options
 
 
-def _host_units(source, process_index: int, process_count: int) -> tuple[list[str], bool]:
-    """This host's units, and whether it must stride over examples instead."""
-    if len(source.units) >= process_count:
-        return source.units[process_index::process_count], False
-    return list(source.units), True
+def _source_stream(source, source_id, *, seed, layout, position, epochs, shuffle_buffer):
+    """Raw elements of one source for this host from `position` (order.py), each with
+    "pos" = [work item since `position`, next element of that item's block] and "epoch"."""
+    num_units, per_block = layout.num_units, layout.per_block
+    unit_names = tf.constant(source.units, tf.string)
+    base = tf.constant(_seed(seed, source_id), tf.int64)
+    first_offset = tf.constant(position["offset"], tf.int64)
+    source_id = tf.constant(source_id, tf.int32)
 
-
-def _source_stream(
-    source, source_id, *, seed, process_index, process_count, start, epochs, shuffle_buffer, units_per_block
-):
-    """Raw elements of one source for this host, with their (epoch, block, offset) positions."""
-    units, stride = _host_units(source, process_index, process_count)
-    n = len(units)
-    per_block = max(1, min(units_per_block, n))
-    num_blocks = math.ceil(n / per_block)
-    unit_names = tf.constant(units, tf.string)
-    e0, b0, o0 = (tf.constant(v, tf.int64) for v in start)
-    base = _seed(seed, process_index, source_id)
-
-    def read_unit(name):
-        ds = source.read_unit(name)
-        return ds.shard(process_count, process_index) if stride else ds
-
-    def blocks_of_epoch(epoch):
-        order = tf.argsort(tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(base, tf.int64), epoch])))
-        first = tf.where(tf.equal(epoch, e0), b0, tf.constant(0, tf.int64))
-
-        def block_units(block):
-            members = tf.range(block * per_block, tf.minimum((block + 1) * per_block, n))
-            return epoch, block, tf.gather(unit_names, tf.gather(order, members))
-
-        return tf.data.Dataset.range(first, num_blocks).map(block_units)
-
-    def read_block(epoch, block, names):
+    def block_stream(epoch, block):
+        order = tf.argsort(tf.random.stateless_uniform([num_units], seed=tf.stack([base, epoch])))
+        members = tf.range(block * per_block, tf.minimum((block + 1) * per_block, num_units))
+        names = tf.gather(unit_names, tf.gather(order, members))
         ds = tf.data.Dataset.from_tensor_slices(names).interleave(
-            read_unit, cycle_length=per_block, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True
+            source.read_unit, cycle_length=per_block, block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True
         )
-        block_seed = tf.bitwise.bitwise_xor(tf.constant(base, tf.int64), epoch * 1_000_003 + block)
-        ds = ds.shuffle(shuffle_buffer, seed=block_seed, reshuffle_each_iteration=False).enumerate()
-        at_start = tf.logical_and(tf.equal(epoch, e0), tf.equal(block, b0))
-        ds = ds.skip(tf.where(at_start, o0, tf.constant(0, tf.int64)))
-        return ds.map(
-            lambda offset, raw: {
-                **raw,
-                "source": tf.constant(source_id, tf.int32),
-                "pos": tf.stack([epoch, block, offset]),
-            }
+        block_seed = tf.bitwise.bitwise_xor(base, epoch * 1_000_003 + block)
+        return ds.shuffle(shuffle_buffer, seed=block_seed, reshuffle_each_iteration=False).enumerate()
+
+    def read_item(item, epoch, block, modulus, starts, filtered):
+        ds = block_stream(epoch, block).skip(tf.where(tf.equal(item, 0), first_offset, tf.constant(0, tf.int64)))
+        if filtered:
+            ds = ds.filter(lambda k, raw: k >= tf.gather(starts, k % modulus))
+        return ds.map(lambda k, raw: {**raw, "source": source_id, "pos": tf.stack([item, k + 1]), "epoch": epoch})
+
+    pending = position["pending"]
+    streams = []
+    if pending:
+        columns = (list(range(len(pending))), *order_lib.padded_items(pending))
+        items = tf.data.Dataset.from_tensor_slices(tuple(tf.constant(c, tf.int64) for c in columns))
+        streams.append(items.flat_map(lambda *item: read_item(*item, filtered=True)))
+
+    own = layout.own_blocks()
+    own_blocks = tf.constant(own, tf.int64)
+    _, _, modulus, starts = layout.own_item(0, own[0])
+    modulus, starts = tf.constant(modulus, tf.int64), tf.constant(starts, tf.int64)
+    epoch0, index0, per_epoch = position["epoch"], position["index"], len(own)
+
+    def epoch_items(epoch):
+        first = tf.where(tf.equal(epoch, epoch0), tf.constant(index0, tf.int64), tf.constant(0, tf.int64))
+        return tf.data.Dataset.range(first, per_epoch).map(
+            lambda t: (len(pending) + (epoch - epoch0) * per_epoch + t - index0, epoch, tf.gather(own_blocks, t))
         )
 
-    epoch_ids = tf.data.Dataset.range(start[0], epochs) if epochs is not None else tf.data.Dataset.counter(start[0])
-    stream = epoch_ids.flat_map(blocks_of_epoch).flat_map(read_block)
+    epoch_ids = tf.data.Dataset.range(epoch0, epochs) if epochs is not None else tf.data.Dataset.counter(epoch0)
+    streams.append(epoch_ids.flat_map(epoch_items).flat_map(
+        lambda item, epoch, block: read_item(item, epoch, block, modulus, starts, filtered=layout.stride)))
+    stream = streams[0] if len(streams) == 1 else streams[0].concatenate(streams[1])
     if source.class_names is not None and not source.has_captions:
         stream = stream.map(_prompt_captions(source.class_names))
     return stream
@@ -140,8 +141,7 @@ def _prompt_captions(class_names: Sequence[str], template: str = "a photo of a {
 
 def _track_position(positions, m, raw):
     """scan step: the sources' positions right after raw element m (before any is dropped)."""
-    next_pos = raw["pos"] + tf.constant([0, 0, 1], tf.int64)
-    positions = tf.tensor_scatter_nd_update(positions, [[raw["source"]]], next_pos[None])
+    positions = tf.tensor_scatter_nd_update(positions, [[raw["source"]]], raw["pos"][None])
     return positions, {**raw, "m": m, "positions": positions}
 
 
@@ -183,6 +183,7 @@ class TrainIterator:
         prefetch: int = 2,
         train_transform: str = "fast",
         uint8_images: bool = False,
+        trace_dir: str | None = None,
     ):
         for name, value in (
             ("batch_size", batch_size),
@@ -207,25 +208,34 @@ class TrainIterator:
         self.crop_scale, self.shuffle_buffer, self.epochs = tuple(crop_scale), shuffle_buffer, epochs
         self.units_per_block, self.num_threads, self.prefetch = units_per_block, num_threads, prefetch
         self.train_transform, self.uint8_images = train_transform, bool(uint8_images)
+        self.trace_dir = trace_dir
         check_style(image_style)
         self.image_style = image_style
         self.tokenize = text_ops.graph_tokenizer(tokenizer, context_length)
         self.sources = sources_lib.open_sources(spec)
         weights = np.array([s.spec.weight for s in self.sources], np.float64)
         self.log_weights = np.log(weights / weights.sum()).astype(np.float32)
+        self.layouts = [
+            order_lib.Layout(len(s.units), units_per_block, process_index, process_count) for s in self.sources
+        ]
         self._state = {
             "version": STATE_VERSION,
-            "spec": spec,
-            "seed": self.seed,
+            **self._contract(),
             "process_index": process_index,
             "process_count": process_count,
-            "positions": [[0, 0, 0] for _ in self.sources],
+            "sources": [order_lib.start_position() for _ in self.sources],
             "next_index": 0,
             "counters": {name: 0 for name in COUNTERS},
             "examples": 0,
             "batches": 0,
         }
         self._iterator = None
+        self._origin = None  # the source positions the running tf.data pipeline started from
+
+    def _contract(self) -> dict:
+        """What must be equal for a saved position to mean the same stream."""
+        return {"spec": self.spec, "seed": self.seed, "units_per_block": self.units_per_block,
+                "shuffle_buffer": self.shuffle_buffer}
 
     # -- public interface -------------------------------------------------------------
 
@@ -234,39 +244,84 @@ class TrainIterator:
 
     def __next__(self) -> dict[str, np.ndarray]:
         if self._iterator is None:
+            self._origin = [dict(p) for p in self._state["sources"]]
             self._iterator = self.dataset().as_numpy_iterator()
         batch = next(self._iterator)
         state = self._state
-        state["positions"] = batch["positions"].tolist()
+        state["sources"] = [
+            order_lib.advance(origin, layout, int(item), int(element))
+            for origin, layout, (item, element) in zip(self._origin, self.layouts, batch["positions"])
+        ]
         state["next_index"] = int(batch["next_index"])
         state["counters"] = dict(zip(COUNTERS, map(int, batch["counters"])))
         state["examples"] += self.batch_size
         state["batches"] += 1
+        if self.trace_dir:
+            self._trace(batch)
         return {"images": batch["images"], "tokens": batch["tokens"]}
 
     def get_state(self) -> dict:
         """JSON-serialisable position after the last batch returned."""
-        return {
-            k: (dict(v) if isinstance(v, dict) else [list(p) for p in v] if k == "positions" else v)
-            for k, v in self._state.items()
-        }
+        return json.loads(json.dumps(self._state))
 
     def set_state(self, state: dict) -> None:
         """Continue from `state` (from get_state of an iterator with the same spec, seed and host)."""
+        self._check(state, self._state["process_index"], self._state["process_count"])
+        self._state = json.loads(json.dumps(state))
+        self._iterator = None  # rebuilt lazily from the new state
+
+    def set_host_states(self, states: Sequence[dict]) -> None:
+        """Continue the run whose hosts stood at `states` (every host's get_state(), in
+        process order).  On the same host count this is set_state(states[this host]); on
+        another, the unread rest of every epoch in progress is dealt out to the new hosts
+        (order.rebalance: each example of those epochs is read exactly once), the fault
+        counters and examples of all old hosts are summed into host 0's, and every host
+        starts the next epoch in the new layout."""
+        count, index = self._state["process_count"], self._state["process_index"]
+        if len(states) == count:
+            self.set_state(states[index])
+            return
+        for i, state in enumerate(states):
+            self._check(state, i, len(states))
+        sources = [
+            order_lib.rebalance([state["sources"][s] for state in states], layout)
+            for s, layout in enumerate(self.layouts)
+        ]
+        first = index == 0
+        log.info("data: %d hosts' positions dealt out to %d hosts", len(states), count)
+        self.set_state({
+            **self._state,
+            "sources": sources,
+            "next_index": max(state["next_index"] for state in states),
+            "counters": {c: sum(state["counters"][c] for state in states) if first else 0 for c in COUNTERS},
+            "examples": sum(state["examples"] for state in states) if first else 0,
+            "batches": states[0]["batches"],
+        })
+
+    def _check(self, state, process_index: int, process_count: int) -> None:
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise ValueError(f"not a data iterator state of version {STATE_VERSION}: {str(state)[:200]}")
-        for key in ("spec", "seed", "process_index", "process_count"):
-            if state[key] != self._state[key]:
+        expected = {**self._contract(), "process_index": process_index, "process_count": process_count}
+        for key, value in expected.items():
+            if state.get(key) != value:
                 raise ValueError(
-                    f"data iterator state was saved with {key}={state[key]!r} but this iterator has "
-                    f"{key}={self._state[key]!r}; the stream would differ"
+                    f"data iterator state was saved with {key}={state.get(key)!r} but this iterator has "
+                    f"{key}={value!r}; the stream would differ"
                 )
-        if len(state["positions"]) != len(self.sources):
-            raise ValueError(
-                f"state has {len(state['positions'])} source positions, spec has {len(self.sources)} sources"
-            )
-        self._state = {**state, "positions": [list(p) for p in state["positions"]], "counters": dict(state["counters"])}
-        self._iterator = None  # rebuilt lazily from the new state
+        if len(state["sources"]) != len(self.sources):
+            raise ValueError(f"state has {len(state['sources'])} source positions, spec has {len(self.sources)} sources")
+        for position in state["sources"]:
+            order_lib.check_position(position)
+
+    def _trace(self, batch) -> None:
+        """Debugging and tests: append the batch's captions and their epochs to a JSON-lines
+        file of this host (`trace_dir` option)."""
+        os.makedirs(self.trace_dir, exist_ok=True)
+        name = f"process-{self.process_index}-of-{self.process_count}.jsonl"
+        record = {"batch": self._state["batches"], "captions": [c.decode("utf-8", "replace") for c in batch["captions"]],
+                  "epochs": batch["epochs"].tolist()}
+        with open(os.path.join(self.trace_dir, name), "a") as f:
+            f.write(json.dumps(record) + "\n")
 
     def close(self) -> None:
         """Stop the background readers (call before deleting the files the spec names)."""
@@ -291,8 +346,9 @@ class TrainIterator:
         indices = tf.data.Dataset.counter(m0)
         ds = tf.data.Dataset.zip(indices, self._mixed_sources(state, indices))
 
-        # Positions: the state right after each raw element, computed before anything is dropped.
-        start_positions = tf.constant(np.array(state["positions"], np.int64).reshape(len(self.sources), 3))
+        # Positions ([work item, next element] per source, order.advance turns them into
+        # JSON): right after each raw element, computed before anything is dropped.
+        start_positions = tf.constant([[0, p["offset"]] for p in state["sources"]], tf.int64)
         ds = ds.scan(start_positions, lambda positions, m_raw: _track_position(positions, *m_raw))
         ds = ds.map(self._decode, num_parallel_calls=AUTOTUNE, deterministic=True)
         ds = ds.ignore_errors()  # undecodable images; counted below from the gaps in m
@@ -311,12 +367,10 @@ class TrainIterator:
                 source,
                 i,
                 seed=self.seed,
-                process_index=self.process_index,
-                process_count=self.process_count,
-                start=state["positions"][i],
+                layout=self.layouts[i],
+                position=state["sources"][i],
                 epochs=self.epochs,
                 shuffle_buffer=self.shuffle_buffer,
-                units_per_block=self.units_per_block,
             )
             for i, source in enumerate(self.sources)
         ]
@@ -352,16 +406,20 @@ class TrainIterator:
             [], tf.random.experimental.stateless_fold_in(seed, 2), 0, tf.maximum(num_captions, 1), tf.int32
         )
         caption = tf.cond(num_captions > 0, lambda: raw["captions"][choice], lambda: tf.constant(""))
-        return {"image": image, "caption": caption, "fault": fault, "m": raw["m"], "positions": raw["positions"]}
+        return {"image": image, "caption": caption, "fault": fault, "m": raw["m"], "positions": raw["positions"],
+                "epoch": raw["epoch"]}
 
     def _finish_batch(self, batch):
-        return {
+        finished = {
             "images": batch["image"],
             "tokens": self.tokenize(batch["caption"]),
             "positions": batch["positions"][-1],
             "next_index": batch["m"][-1] + 1,
             "counters": batch["counters"][-1],
         }
+        if self.trace_dir:
+            finished.update(captions=batch["caption"], epochs=batch["epoch"])
+        return finished
 
 
 def train_iterator(spec: str, **kwargs) -> TrainIterator:
