@@ -23,6 +23,10 @@ datasets that are not prepared in TFDS's data dir.
 
 Writes {"checkpoint", "data", "task", "metrics"} as JSON (with --suite: "evaluations",
 one such record per dataset, and "skipped") and prints a table.
+
+Several hosts: the same command on each, with --coordinator_address HOST0:PORT
+--num_processes N --process_id I (or nothing on a TPU pod / under SLURM); each host reads
+and encodes its share of the data, and process 0 prints and writes the results.
 """
 import json
 import os
@@ -33,6 +37,8 @@ except ImportError:
     pass
 
 from absl import app, flags
+
+from clip_jax.multihost_flags import join_from_flags
 
 flags.DEFINE_string("checkpoint", None, "checkpoint file, HF folder or training workdir", required=True)
 flags.DEFINE_enum("task", "zeroshot", ["zeroshot", "retrieval", "linear_probe"], "what to evaluate")
@@ -99,7 +105,10 @@ def _tokenizer(model):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    join_from_flags()  # several hosts: each extracts its share of the features
     import clip_jax
+    import jax
+
     from clip_jax.evaluation import features, runner
 
     evals, skipped = _evaluations()
@@ -109,6 +118,8 @@ def main(argv):
     for spec in evals:
         spec.update(image_size=FLAGS.image_size or None, cache_dir=FLAGS.cache_dir or None, checkpoint_id=checkpoint_id)
     results = runner.run_evals(model, variables, evals, tokenizer=_tokenizer(model))
+    if jax.process_index() != 0:  # every host has the results; one reports them
+        return
     records = []
     for spec in evals:
         prefix = f"eval/{spec['name']}/"

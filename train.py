@@ -12,10 +12,9 @@ import logging
 from absl import app, flags
 from ml_collections import config_flags
 
+from clip_jax.multihost_flags import join_from_flags
+
 flags.DEFINE_string("workdir", None, "where checkpoints and metrics go", required=True)
-flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for explicit multi-host runs")
-flags.DEFINE_integer("num_processes", 0, "number of processes, with --coordinator_address")
-flags.DEFINE_integer("process_id", -1, "this process's index, with --coordinator_address")
 flags.DEFINE_enum("host_allocator", None, ["auto", "retain", "system"],
                   "retain: malloc reuses freed memory instead of faulting in fresh pages every step "
                   "(clip_jax/host.py); auto (default, or $CLIP_JAX_HOST_ALLOCATOR): retain on CPU-only machines")
@@ -32,10 +31,9 @@ def main(argv):
     from clip_jax.host import configure_allocator
 
     configure_allocator(FLAGS.host_allocator)  # before any thread starts
-    from clip_jax.sharding import maybe_initialize_distributed
     from clip_jax.trainer import train
 
-    maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    join_from_flags()
     train(FLAGS.config, FLAGS.workdir)
     import jax
 

@@ -58,6 +58,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Images cross to the devices as uint8 (a quarter of float32's bytes) and are
     # normalised inside the train step; False sends normalised float32.
     config.data.options.uint8_images = True
+    # Shards (units) interleaved and shuffled together; hosts share these blocks out
+    # (clip_jax/data/order.py).  Part of a run's data contract: keep it when resuming.
+    config.data.options.units_per_block = 4
+    # Debugging and tests: append each batch's captions and epochs to DIR/process-I-of-P.jsonl.
+    config.data.options.trace_dir = ""
 
     # "softmax" (gathered), "softmax_ring", "sigmoid" (SigLIP, on the ring); the plain
     # N x N references "softmax_global" and "sigmoid_dense" are for tests and benchmarks.

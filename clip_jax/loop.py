@@ -1,6 +1,7 @@
 """Small pieces of the training loop, one concern each: when to act (`itstime`), the
 throughput meter, the cache of compiled train steps (which owns their FLOP counts), and
-the SIGTERM flag.  The trainer composes them; each is tested on its own.
+the preemption notice (SIGTERM on one host, agreed by all).  The trainer composes them;
+each is tested on its own.
 """
 from __future__ import annotations
 
@@ -100,4 +101,26 @@ def sigterm_flag() -> Iterator[threading.Event]:
         signal.signal(signal.SIGTERM, previous)
 
 
-__all__ = ["CompiledSteps", "Throughput", "itstime", "sigterm_flag"]
+@contextlib.contextmanager
+def preemption_notice() -> Iterator[Callable[[int], bool]]:
+    """A function `reached(step)` that every host calls once per step, in step order:
+    True when the run must save this step and stop.
+
+    One process: SIGTERM seen (sigterm_flag).  Several: JAX's preemption service, which
+    catches SIGTERM in any one process (a preempted VM, a SLURM signal to one task),
+    tells the others through the coordination service, and makes every host return True
+    at the same step, the one after the newest any host had reached; so all hosts save
+    the same step and none waits in a collective the others never enter.  (A Python
+    SIGTERM handler would replace the service's, so none is installed there.)"""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        yield multihost_utils.reached_preemption_sync_point
+        return
+    with sigterm_flag() as event:
+        yield lambda step: event.is_set()
+
+
+__all__ = ["CompiledSteps", "Throughput", "itstime", "preemption_notice", "sigterm_flag"]

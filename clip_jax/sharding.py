@@ -31,12 +31,14 @@ MIN_FSDP_SIZE = 2**14
 
 
 def maybe_initialize_distributed(coordinator_address: str = "", num_processes: int = 0,
-                                 process_id: int = -1) -> None:
+                                 process_id: int = -1, timeout_s: int = 300) -> None:
     """Join a multi-host runtime when one is asked for.
 
     Explicit coordinator flags win; otherwise a TPU pod slice or a SLURM job with more
     than one task starts `jax.distributed` from its environment; otherwise this is a
-    single-process run and nothing happens.
+    single-process run and nothing happens.  A host that cannot join within `timeout_s`
+    seconds (the coordinator is not up, or not reachable) fails with an error naming the
+    address and the timeout.
     """
     if coordinator_address:
         if num_processes < 1 or not 0 <= process_id < num_processes:
@@ -44,11 +46,22 @@ def maybe_initialize_distributed(coordinator_address: str = "", num_processes: i
                 f"with coordinator_address={coordinator_address!r}, num_processes must be >= 1 and "
                 f"0 <= process_id < num_processes; got num_processes={num_processes}, process_id={process_id}"
             )
-        jax.distributed.initialize(coordinator_address, num_processes=num_processes, process_id=process_id)
+        where = f"coordinator {coordinator_address} as process {process_id} of {num_processes}"
+        arguments = dict(coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id)
     elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "TPU_WORKER_HOSTNAMES" in os.environ:
-        jax.distributed.initialize()
+        where, arguments = "the coordinator found in the environment (SLURM / TPU)", {}
     else:
         return
+    if timeout_s < 1:
+        raise ValueError(f"the coordinator timeout must be at least 1 second; got {timeout_s}")
+    try:
+        jax.distributed.initialize(initialization_timeout=timeout_s, **arguments)
+    except Exception as error:  # noqa: BLE001 - the runtime raises several kinds; all mean "could not join"
+        raise RuntimeError(
+            f"could not join the multi-host runtime at {where} within {timeout_s} s: {error}. "
+            "Check that process 0 runs with the same --coordinator_address, that its port is reachable from "
+            "this host, and that every process has a different --process_id."
+        ) from error
     logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())
 

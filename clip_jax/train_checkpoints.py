@@ -4,12 +4,16 @@ reading (`load_checkpoint` of a workdir).
 Layout, written by Orbax into `WORKDIR/checkpoints/`:
 
     <step>/state/   the TrainState (parameters, BatchNorm statistics, optimizer state, ...)
-    <step>/data/    the data iterator's position after that step (JSON)
-    <step>/meta/    the model's registered name and architecture (JSON)
+    <step>/data/    every host's data iterator position after that step (JSON:
+                    {"process_count": P, "hosts": [position of host 0, ...]})
+    <step>/meta/    the model's registered name and architecture, and the run's
+                    contract (global batch size, data spec, seed) (JSON)
 
-Saves are asynchronous and keep the newest K.  Orbax writes each step into a temporary
-directory and renames it only when complete, so a crash mid-write never leaves a corrupt
-checkpoint as the latest.
+The JSON items are written by the primary host only, so the data positions of all hosts
+are gathered to every host (a small collective) before each save.  Saves are
+asynchronous and keep the newest K.  Orbax writes each step into a temporary directory
+and renames it only when every host's part is complete, so a crash mid-write (one host
+killed during the save included) never leaves a corrupt checkpoint as the latest.
 """
 from __future__ import annotations
 
@@ -45,10 +49,12 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: Any, data_state: Any, meta: dict, force: bool = False) -> bool:
+    def save(self, step: int, state: Any, data_states: list, meta: dict, force: bool = False) -> bool:
+        """Save `state` and `data_states` (every host's data position, in process order:
+        gather_from_hosts) at `step`; every host calls it."""
         args = ocp.args.Composite(**{
             STATE: ocp.args.StandardSave(state),
-            DATA: ocp.args.JsonSave({"position": data_state}),
+            DATA: ocp.args.JsonSave({"process_count": len(data_states), "hosts": data_states}),
             META: ocp.args.JsonSave(meta),
         })
         return self.manager.save(step, args=args, force=force)
@@ -58,6 +64,8 @@ class Checkpointer:
         return dict(restored[META])
 
     def check_compatible(self, step: int, meta: dict) -> None:
+        """Refuse to resume a checkpoint of another model or run contract (global batch,
+        data spec, seed), naming both values."""
         saved = self.read_meta(step)
         # Compared as configs: a field added since the checkpoint was saved takes its default.
         if _config_of(saved.get("model_config")) != _config_of(meta["model_config"]):
@@ -66,14 +74,30 @@ class Checkpointer:
                 f"{saved.get('model_config')}, but the config asks for {meta['model']!r} {meta['model_config']}; "
                 "use another --workdir or the same model"
             )
+        saved_run, run = saved.get("run", {}), meta.get("run", {})
+        for key in sorted(set(saved_run) & set(run)):
+            if saved_run[key] != run[key]:
+                raise CheckpointMismatchError(
+                    f"{self.directory} holds a checkpoint (step {step}) trained with {key}={saved_run[key]!r}, but "
+                    f"the config asks for {key}={run[key]!r}; a resumed run keeps its {', '.join(RUN_CONTRACT)} "
+                    "(use another --workdir, or init_from to start a new run from these weights)"
+                )
 
-    def restore(self, step: int, abstract_state: Any) -> tuple[Any, Any]:
-        """(state placed with the shardings of `abstract_state`, data position)."""
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, list]:
+        """(state placed with the shardings of `abstract_state`, which may differ from the
+        saving run's mesh and host count: Orbax reshards; every saving host's data
+        position, in process order)."""
         restored = self.manager.restore(step, args=ocp.args.Composite(**{
             STATE: ocp.args.StandardRestore(abstract_state),
             DATA: ocp.args.JsonRestore(),
         }))
-        return restored[STATE], restored[DATA]["position"]
+        data = restored[DATA]
+        if "hosts" not in data:  # written before every host's position was saved: host 0's only
+            return restored[STATE], [data["position"]]
+        if len(data["hosts"]) != data["process_count"]:
+            raise ValueError(f"step {step} of {self.directory} holds {len(data['hosts'])} data positions for "
+                             f"{data['process_count']} hosts; the checkpoint is damaged")
+        return restored[STATE], list(data["hosts"])
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -81,6 +105,21 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def gather_from_hosts(value: Any) -> list:
+    """Every host's JSON-serialisable `value`, in process order, on every host (a
+    collective: all hosts call it)."""
+    if jax.process_count() == 1:
+        return [value]
+    from jax.experimental import multihost_utils
+
+    encoded = np.frombuffer(json.dumps(value).encode(), np.uint8)
+    lengths = np.asarray(multihost_utils.process_allgather(np.array([encoded.size], np.int64))).reshape(-1)
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[:encoded.size] = encoded
+    rows = np.asarray(multihost_utils.process_allgather(padded))
+    return [json.loads(bytes(row[:n]).decode()) for row, n in zip(rows, lengths)]
 
 
 def abstract_with_shardings(tree, shardings):
@@ -94,15 +133,22 @@ def _config_of(saved: dict | None):
         return saved
 
 
-def meta_for(model_spec, model_config) -> dict:
+RUN_CONTRACT = ("batch_size", "data", "seed")
+
+
+def meta_for(model_spec, model_config, run: dict | None = None) -> dict:
     """The architecture saved with every checkpoint: `model_config` (what readers build the
     model from) and a label of how the config named it (a registered name, a JSON path,
-    or the registered name matching custom dimensions, else "custom")."""
+    or the registered name matching custom dimensions, else "custom"); and `run`, what a
+    resumed run must keep (RUN_CONTRACT: global batch size, training data spec, seed)."""
     if not isinstance(model_spec, str):
         from clip_jax.models import name_of
 
         model_spec = name_of(model_config) or "custom"
-    return {"model": model_spec, "model_config": json.loads(model_config.to_json())}
+    meta = {"model": model_spec, "model_config": json.loads(model_config.to_json())}
+    if run is not None:
+        meta["run"] = {key: run[key] for key in RUN_CONTRACT}
+    return meta
 
 
 def find_step_dir(path: str) -> str | None:

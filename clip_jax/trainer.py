@@ -3,8 +3,8 @@
 Flow: config -> mesh and model -> abstract state -> shardings from regex rules ->
 state created (or restored) already sharded under jit -> for each step: the next global
 batch (already on the devices, see prefetch.py) goes through the compiled step, which
-updates the donated state -> metrics, checkpoints (with the data position), evaluations,
-and a save on SIGTERM.  The loop's small parts (when to act, throughput, compiled-step
+updates the donated state -> metrics, checkpoints (with every host's data position),
+evaluations, and a save at the step all hosts agree on when any of them gets SIGTERM.  The loop's small parts (when to act, throughput, compiled-step
 cache, SIGTERM flag) are in loop.py; losses are pluggable by name (losses.LOSSES).
 """
 from __future__ import annotations
@@ -25,13 +25,13 @@ import numpy as np
 from clip_jax import losses
 from clip_jax.flops import train_step_flops
 from clip_jax.gradients import make_grad_fn
-from clip_jax.loop import CompiledSteps, Throughput, itstime, sigterm_flag
+from clip_jax.loop import CompiledSteps, Throughput, itstime, preemption_notice
 from clip_jax.metrics import MetricsWriter, peak_flops_per_device
 from clip_jax.models import LOGIT_SCALE_MAX, create_model
 from clip_jax.optim import make_optimizer
 from clip_jax.prefetch import Prefetcher
 from clip_jax.sharding import batch_devices, make_mesh, replicated, tree_shardings
-from clip_jax.train_checkpoints import Checkpointer, abstract_with_shardings, meta_for
+from clip_jax.train_checkpoints import Checkpointer, abstract_with_shardings, gather_from_hosts, meta_for
 
 TRIM_TEXT = ("auto", "always", "never")
 
@@ -179,7 +179,9 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     shardings = tree_shardings(abstract, mesh, [tuple(r) for r in config.sharding_rules])
     options = StepOptions(model, optimizer, lr, config.loss, mesh, config.seed, config.get("accumulation_steps", 1))
     return Setup(config, model, mesh, options, steps, abstract, shardings, config.batch_size // jax.process_count(),
-                 meta_for(config.model, model.config), init_state=jax.jit(init_state, out_shardings=shardings))
+                 meta_for(config.model, model.config, run={"batch_size": config.batch_size,
+                                                          "data": config.data.train, "seed": config.seed}),
+                 init_state=jax.jit(init_state, out_shardings=shardings))
 
 
 def train_step(state: TrainState, batch: dict, options: StepOptions) -> tuple[TrainState, dict]:
@@ -249,15 +251,17 @@ def default_data(setup: Setup, seed: int):
 
 
 def initial_state(setup: Setup, checkpointer: Checkpointer):
-    """(state, data position or None, start step): resumed, fine-tuned or fresh."""
+    """(state, every saving host's data position or None): resumed (on any mesh and host
+    count: Orbax reshards), fine-tuned or fresh."""
     config = setup.config
     latest = checkpointer.latest_step()
     if latest is not None:
         checkpointer.check_compatible(latest, setup.meta)
         abstract = abstract_with_shardings(setup.abstract_state, setup.state_shardings)
-        state, position = checkpointer.restore(latest, abstract)
-        logging.info("resumed from %s at step %d", checkpointer.directory, latest)
-        return state, position
+        state, positions = checkpointer.restore(latest, abstract)
+        logging.info("resumed from %s at step %d (saved by %d hosts)", checkpointer.directory, latest,
+                     len(positions))
+        return state, positions
     # 'rbg' keys compile a model's many initialisers faster than threefry.
     state = setup.init_state(jax.random.key(config.seed, impl="rbg"))
     if config.get("init_from"):
@@ -290,10 +294,23 @@ class Saver:
                 f"Last good checkpoint: step {self.last_saved}. Set on_nonfinite='skip' to skip such updates.")
 
     def save(self, step: int, state: TrainState, position) -> None:
+        """Every host calls it at the same step, with its own data position."""
         if step != self.last_saved:
             self.check_finite(state)
-            self.checkpointer.save(step, state, position, self.meta, force=True)
+            self.checkpointer.save(step, state, gather_from_hosts(position), self.meta, force=True)
             self.last_saved = step
+
+
+def resume_data(iterator, positions: list) -> None:
+    """Continue `iterator` from the saving run's hosts' positions: its own on the same
+    host count; dealt out anew on another (iterators with set_host_states), else an error."""
+    if hasattr(iterator, "set_host_states"):
+        iterator.set_host_states(positions)
+    elif len(positions) == jax.process_count():
+        iterator.set_state(positions[jax.process_index()])
+    else:
+        raise ValueError(f"the checkpoint's data positions are of {len(positions)} hosts and this run has "
+                         f"{jax.process_count()}; {type(iterator).__name__} cannot continue on another host count")
 
 
 def train(config: ml_collections.ConfigDict, workdir: str,
@@ -303,16 +320,16 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     with contextlib.ExitStack() as stack:
         checkpointer = stack.enter_context(contextlib.closing(Checkpointer.for_workdir(
             workdir, keep=config.keep_checkpoints, asynchronous=config.get("async_checkpoints", True))))
-        state, position = initial_state(setup, checkpointer)
+        state, positions = initial_state(setup, checkpointer)
         iterator = (data_fn or default_data)(setup, config.seed)
-        if position is not None:
-            iterator.set_state(position)
+        if positions is not None:
+            resume_data(iterator, positions)
         stack.callback(getattr(iterator, "close", lambda: None))  # release tf.data's readers
         batches = stack.enter_context(contextlib.closing(
             Prefetcher(iterator, setup.mesh, transform=text_trimmer(config, setup.mesh, setup.model.config))))
         writer = stack.enter_context(contextlib.closing(
             MetricsWriter(workdir, setup.total_steps, enabled=jax.process_index() == 0)))
-        stop = stack.enter_context(sigterm_flag())
+        preempted = stack.enter_context(preemption_notice())
         saver = Saver(checkpointer, setup.meta, config.on_nonfinite)
         steps = CompiledSteps(functools.partial(jit_train_step, setup),
                               lambda model, length: train_step_flops(model, config.batch_size, length)
@@ -326,17 +343,17 @@ def train(config: ml_collections.ConfigDict, workdir: str,
             state, metrics = compiled_step(state, batch)
             meter.count(flops)
             last = step == setup.total_steps
+            stop = preempted(step)  # every host, every step: they agree on the step to stop at
             if itstime(step, config.log_every, last) or step == first:
                 saver.check_finite(state)
                 writer.write(step, {**jax.device_get(metrics), **meter.read(), **data_stats(iterator)})
-            if itstime(step, config.checkpoint_every, last) or stop.is_set():
+            if itstime(step, config.checkpoint_every, last) or stop:
                 saver.save(step, state, position)
+            if stop:
+                logging.warning("preempted (SIGTERM): saved step %d, exiting", step)
+                break
             if config.get("evals") and itstime(step, config.eval_every, last):
                 writer.write(step, evaluate(setup, state))
-            if stop.is_set():  # SIGTERM may arrive at any point of the step
-                saver.save(step, state, position)
-                logging.warning("SIGTERM: saved step %d, exiting", step)
-                break
     return state
 
 
