@@ -106,9 +106,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     join_from_flags()  # several hosts: each extracts its share of the features
-    import clip_jax
     import jax
 
+    import clip_jax
     from clip_jax.evaluation import features, runner
 
     evals, skipped = _evaluations()

@@ -4,8 +4,9 @@ Flow: config -> mesh and model -> abstract state -> shardings from regex rules -
 state created (or restored) already sharded under jit -> for each step: the next global
 batch (already on the devices, see prefetch.py) goes through the compiled step, which
 updates the donated state -> metrics, checkpoints (with every host's data position),
-evaluations, and a save at the step all hosts agree on when any of them gets SIGTERM.  The loop's small parts (when to act, throughput, compiled-step
-cache, SIGTERM flag) are in loop.py; losses are pluggable by name (losses.LOSSES).
+evaluations, and a save at the step all hosts agree on when any of them gets SIGTERM.
+The loop's small parts (when to act, throughput, compiled-step cache, preemption notice)
+are in loop.py; losses are pluggable by name (losses.LOSSES).
 """
 from __future__ import annotations
 

@@ -171,8 +171,8 @@ def test_eval_convert_and_init_from_on_a_multi_host_workdir(shards, reference, t
         assert outputs[2][key] == pytest.approx(value, abs=1e-6), key
 
     exported = tmp_path / "exported.safetensors"
-    done = subprocess.run([sys.executable, "-m", "clip_jax.convert", str(reference), str(exported), "--to", "open_clip"], cwd=ROOT,
-                          env=environment(1), capture_output=True, text=True, timeout=TIMEOUT)
+    command = [sys.executable, "-m", "clip_jax.convert", str(reference), str(exported), "--to", "open_clip"]
+    done = subprocess.run(command, cwd=ROOT, env=environment(1), capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     import clip_jax
 

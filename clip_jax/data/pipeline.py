@@ -309,7 +309,9 @@ class TrainIterator:
                     f"{key}={value!r}; the stream would differ"
                 )
         if len(state["sources"]) != len(self.sources):
-            raise ValueError(f"state has {len(state['sources'])} source positions, spec has {len(self.sources)} sources")
+            raise ValueError(
+                f"state has {len(state['sources'])} source positions, spec has {len(self.sources)} sources"
+            )
         for position in state["sources"]:
             order_lib.check_position(position)
 
@@ -318,8 +320,8 @@ class TrainIterator:
         file of this host (`trace_dir` option)."""
         os.makedirs(self.trace_dir, exist_ok=True)
         name = f"process-{self.process_index}-of-{self.process_count}.jsonl"
-        record = {"batch": self._state["batches"], "captions": [c.decode("utf-8", "replace") for c in batch["captions"]],
-                  "epochs": batch["epochs"].tolist()}
+        captions = [c.decode("utf-8", "replace") for c in batch["captions"]]
+        record = {"batch": self._state["batches"], "captions": captions, "epochs": batch["epochs"].tolist()}
         with open(os.path.join(self.trace_dir, name), "a") as f:
             f.write(json.dumps(record) + "\n")
 
