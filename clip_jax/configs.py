@@ -1,6 +1,6 @@
 """What every training config starts from: `base_config()`, the defaults of every key
-the trainer reads, and `paper_config(model, ...)`, the paper's recipe (CLIP_SPEC.md
-section 5) for one model.
+the trainer reads, and `paper_config(model, ...)`, the paper's recipe (its training
+details and hyper-parameter tables) for one model.
 
 Not a config itself: the files in configs/ build on these, each with its run command.
 """

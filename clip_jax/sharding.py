@@ -16,6 +16,8 @@ import logging
 import math
 import os
 import re
+import socket
+import time
 from typing import Any, Sequence
 
 import jax
@@ -54,16 +56,34 @@ def maybe_initialize_distributed(coordinator_address: str = "", num_processes: i
         return
     if timeout_s < 1:
         raise ValueError(f"the coordinator timeout must be at least 1 second; got {timeout_s}")
+    hint = ("Check that process 0 runs with the same --coordinator_address, that its port is reachable from "
+            "this host, and that every process has a different --process_id.")
+    if coordinator_address and process_id != 0 and not _reachable(coordinator_address, timeout_s):
+        # Checked here because the runtime's client aborts the process when it times out.
+        raise RuntimeError(f"could not join the multi-host runtime at {where} within {timeout_s} s: nothing "
+                           f"accepts connections at {coordinator_address}. {hint}")
+    logging.info("joining the multi-host runtime at %s (timeout %d s)", where, timeout_s)
     try:
         jax.distributed.initialize(initialization_timeout=timeout_s, **arguments)
     except Exception as error:  # noqa: BLE001 - the runtime raises several kinds; all mean "could not join"
-        raise RuntimeError(
-            f"could not join the multi-host runtime at {where} within {timeout_s} s: {error}. "
-            "Check that process 0 runs with the same --coordinator_address, that its port is reachable from "
-            "this host, and that every process has a different --process_id."
-        ) from error
+        raise RuntimeError(f"could not join the multi-host runtime at {where} within {timeout_s} s: {error}. {hint}") \
+            from error
     logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def _reachable(address: str, timeout_s: float) -> bool:
+    """Whether something accepts TCP connections at host:port within timeout_s seconds."""
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
 
 
 def make_mesh(axes: Sequence[tuple[str, int]], devices: Sequence[Any] | None = None) -> Mesh:

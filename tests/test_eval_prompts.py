@@ -24,7 +24,7 @@ def test_imagenet_lists_match_the_notebook():
     assert prompts.resolve_class_names("imagenet") == names
 
 
-# (key, classes, templates): OpenAI's data/prompts.md, the counts of CLIP_SPEC.md section 6.
+# (key, classes, templates): OpenAI's data/prompts.md, the class and template counts of the paper's datasets.
 PAPER_COUNTS = [("birdsnap", 500, 1), ("cifar10", 10, 18), ("cifar100", 100, 18), ("clevr_count_all", 8, 1),
                 ("caltech101", 102, 34), ("country211", 211, 5), ("dtd", 47, 8), ("eurosat", 10, 3),
                 ("fgvc_aircraft", 100, 2), ("fer2013", 7, 6), ("flowers", 102, 1), ("food101", 101, 1),
@@ -46,7 +46,7 @@ def test_paper_datasets_shipped(key, classes, templates):
 
 def test_paper_lists_match_prompts_md():
     """All 26 datasets' lists hash to what data/make_prompts.py read from the pinned
-    prompts.md (sha256 f98d2d25...), and spot checks of CLIP_SPEC.md's examples."""
+    prompts.md (sha256 f98d2d25...), and spot checks of known examples."""
     shipped = prompts.shipped()
     keys = sorted(k for k, v in shipped.items() if v["source"].startswith("OpenAI openai/CLIP"))
     assert keys == sorted(k for k, _, _ in PAPER_COUNTS)

@@ -9,7 +9,7 @@ import clip_jax
 from clip_jax.models import LOGIT_SCALE_INIT, MODELS
 from tests.helpers.oracles import max_diff, random_inputs
 
-# CLIP_SPEC.md section 1.2: (visual, text + projection, total)
+# Parameter counts of OpenAI's released models: (visual, text + projection, total)
 PARAMETER_COUNTS = {
     "RN50": (38_316_896, 63_690_240, 102_007_137),
     "RN101": (56_259_936, 63_428_096, 119_688_033),

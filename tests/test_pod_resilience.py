@@ -189,3 +189,16 @@ def test_eval_convert_and_init_from_on_a_multi_host_workdir(shards, reference, t
                           "--config.optim.lr=0"), 2, 1, str(tmp_path / "logs"))
     fresh, trained = logged_losses(reference), logged_losses(workdir)
     assert trained[1] < fresh[1] - 0.1, (trained, fresh)
+
+
+def test_a_host_that_cannot_reach_the_coordinator_fails_naming_it(shards, tmp_path):
+    from tests.helpers.runtime import free_port
+
+    address = f"127.0.0.1:{free_port()}"  # nobody listens there
+    done = subprocess.run([sys.executable, "train.py", *train_args(tmp_path / "w", shards[0]),
+                           "--coordinator_address", address, "--num_processes", "2", "--process_id", "1",
+                           "--coordinator_timeout", "3"], cwd=ROOT, env=environment(1), capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    assert done.returncode != 0
+    assert f"could not join the multi-host runtime at coordinator {address} as process 1 of 2 within 3 s" \
+        in done.stderr, done.stderr[-3000:]

@@ -10,7 +10,7 @@ from clip_jax import tokenize
 from clip_jax.tokenizers.bpe import VOCAB_PATH, BPETokenizer, default_tokenizer
 from tests.helpers.text import varied_strings
 
-SPEC_VECTORS = {  # CLIP_SPEC.md section 3, ids including SOT/EOT
+SPEC_VECTORS = {  # OpenAI's tokenizer on these strings: ids including SOT/EOT
     "Hello World!": [49406, 3306, 1002, 256, 49407],
     "a diagram": [49406, 320, 22697, 49407],
     "a dog": [49406, 320, 1929, 49407],

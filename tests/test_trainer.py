@@ -117,6 +117,32 @@ def test_workdir_of_another_architecture(tmp_path):
         train(tiny_config(total_steps=2, model="tiny-resnet"), str(tmp_path), synthetic_data)
 
 
+@pytest.mark.parametrize("key, value", [("batch_size", 32), ("seed", 1), ("data.train", "demo:train")])
+def test_resuming_with_another_run_contract_is_refused_naming_both_values(tmp_path, key, value):
+    config = tiny_config(total_steps=1, checkpoint_every=1, **{"data.train": "wds:/data/a-{000..009}.tar"})
+    train(config, str(tmp_path), synthetic_data)
+    old = {"batch_size": 16, "seed": 0, "data.train": "wds:/data/a-{000..009}.tar"}[key]
+    name = key.split(".")[0]
+    with pytest.raises(CheckpointMismatchError, match=f"{name}={old!r}.*{name}={value!r}"):
+        train(tiny_config(total_steps=2, **{"data.train": "wds:/data/a-{000..009}.tar", key: value}), str(tmp_path),
+              synthetic_data)
+
+
+def test_a_half_written_step_is_never_the_latest(tmp_path):
+    """What a host killed mid-save leaves: Orbax's temporary folder of a later step."""
+    from clip_jax.convert import read_checkpoint
+    from clip_jax.train_checkpoints import find_step_dir
+
+    train(tiny_config(total_steps=2, checkpoint_every=2), str(tmp_path), synthetic_data)
+    half = tmp_path / "checkpoints" / "4.orbax-checkpoint-tmp-1796560000"
+    (half / "state").mkdir(parents=True)
+    (half / "state" / "garbage").write_bytes(b"\x00" * 100)
+    assert find_step_dir(str(tmp_path)).endswith(os.path.join("checkpoints", "2"))
+    read_checkpoint(str(tmp_path))
+    state = train(tiny_config(total_steps=3, checkpoint_every=2), str(tmp_path), synthetic_data)
+    assert int(state.step) == 3
+
+
 def poisoned_data(setup, seed):
     iterator = synthetic_data(setup, seed)
     iterator.poison_at = 2  # the third batch, i.e. step 3

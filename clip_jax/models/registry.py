@@ -36,7 +36,7 @@ def _resnet(embed, size, width, layers, text_width) -> CLIPConfig:
     )
 
 
-# CLIP_SPEC.md section 1.1; ViT-H/g from open_clip's configs.
+# The CLIP paper's architecture tables (OpenAI's released models); ViT-H/g from open_clip's configs.
 OPENAI_MODELS = {
     "RN50": _resnet(1024, 224, 64, (3, 4, 6, 3), 512),
     "RN101": _resnet(512, 224, 64, (3, 4, 23, 3), 512),
