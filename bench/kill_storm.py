@@ -32,7 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # the tests' pod helpers
     sys.path.insert(0, ROOT)
 
-from tests.helpers.pod import Pod, checkpoint_steps, demo_shards, logged_losses, wait_for  # noqa: E402
+from tests.helpers.pod import Pod, checkpoint_params, checkpoint_steps, demo_shards, logged_losses, wait_for  # noqa: E402
 
 MOMENTS = ("mid-step", "mid-save", "mid-evaluation", "preemption")
 TIMEOUT = 600
@@ -74,16 +74,6 @@ def strike(pod: Pod, workdir: str, moment: str, rng: random.Random) -> bool:
         pod.signal(host, signal.SIGKILL)
         pod.kill()
     return True
-
-
-def final_params(workdir: str):
-    import jax
-    import numpy as np
-
-    from clip_jax.convert import read_checkpoint
-
-    _, variables = read_checkpoint(workdir)
-    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(variables)[0]}
 
 
 def main() -> None:
@@ -128,7 +118,7 @@ def main() -> None:
         print(f"kill {sum(survived.values()):2d}: {moment:14s} resumed from step {resumed_from:3d}, "
               f"newest checkpoint now {max(checkpoint_steps(workdir) or [0]):3d}", flush=True)
 
-    ours, theirs = final_params(workdir), final_params(reference)
+    ours, theirs = checkpoint_params(workdir), checkpoint_params(reference)
     worst = max(float(abs(ours[k] - theirs[k]).max()) for k in theirs)
     print(f"\nkills survived: {sum(survived.values())} ({', '.join(f'{k} {v}' for k, v in sorted(survived.items()))})")
     print(f"restarts: {restarts}; storm wall time {time.time() - storm_start:.0f} s; "

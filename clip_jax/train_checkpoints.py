@@ -136,18 +136,23 @@ def _config_of(saved: dict | None):
 RUN_CONTRACT = ("batch_size", "data", "seed")
 
 
+def run_contract(config) -> dict:
+    """What a resumed run must keep, from a training config: RUN_CONTRACT's values."""
+    return {"batch_size": config.batch_size, "data": config.data.train, "seed": config.seed}
+
+
 def meta_for(model_spec, model_config, run: dict | None = None) -> dict:
     """The architecture saved with every checkpoint: `model_config` (what readers build the
     model from) and a label of how the config named it (a registered name, a JSON path,
     or the registered name matching custom dimensions, else "custom"); and `run`, what a
-    resumed run must keep (RUN_CONTRACT: global batch size, training data spec, seed)."""
+    resumed run must keep (run_contract)."""
     if not isinstance(model_spec, str):
         from clip_jax.models import name_of
 
         model_spec = name_of(model_config) or "custom"
     meta = {"model": model_spec, "model_config": json.loads(model_config.to_json())}
     if run is not None:
-        meta["run"] = {key: run[key] for key in RUN_CONTRACT}
+        meta["run"] = dict(run)
     return meta
 
 

@@ -32,7 +32,13 @@ from clip_jax.models import LOGIT_SCALE_MAX, create_model
 from clip_jax.optim import make_optimizer
 from clip_jax.prefetch import Prefetcher
 from clip_jax.sharding import batch_devices, make_mesh, replicated, tree_shardings
-from clip_jax.train_checkpoints import Checkpointer, abstract_with_shardings, gather_from_hosts, meta_for
+from clip_jax.train_checkpoints import (
+    Checkpointer,
+    abstract_with_shardings,
+    gather_from_hosts,
+    meta_for,
+    run_contract,
+)
 
 TRIM_TEXT = ("auto", "always", "never")
 
@@ -180,8 +186,7 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     shardings = tree_shardings(abstract, mesh, [tuple(r) for r in config.sharding_rules])
     options = StepOptions(model, optimizer, lr, config.loss, mesh, config.seed, config.get("accumulation_steps", 1))
     return Setup(config, model, mesh, options, steps, abstract, shardings, config.batch_size // jax.process_count(),
-                 meta_for(config.model, model.config, run={"batch_size": config.batch_size,
-                                                          "data": config.data.train, "seed": config.seed}),
+                 meta_for(config.model, model.config, run=run_contract(config)),
                  init_state=jax.jit(init_state, out_shardings=shardings))
 
 

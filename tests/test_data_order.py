@@ -5,13 +5,13 @@ samples stay skipped and counted.  Iterators of several hosts run in this proces
 with its own process_index, as the hosts of a pod would."""
 import collections
 import json
-import os
 
 import pytest
 
 from clip_jax import data
 from clip_jax.data import order
 from tests.helpers.data import jpeg, write_tar
+from tests.helpers.pod import trained_examples
 
 SHARDS, PER_SHARD = 7, 9
 CORRUPT = {"s1-e2", "s4-e7"}  # bytes that do not decode: skipped and counted
@@ -37,16 +37,6 @@ def iterator(spec, trace, host, hosts, batch_size, units_per_block):
     return data.train_iterator(spec, batch_size=batch_size, image_size=16, seed=5, shuffle_buffer=8, epochs=2,
                                units_per_block=units_per_block, process_index=host, process_count=hosts,
                                trace_dir=str(trace))
-
-
-def read_trace(trace) -> list[tuple[str, int]]:
-    seen = []
-    for name in sorted(os.listdir(trace)):
-        with open(os.path.join(trace, name)) as f:
-            for line in f:
-                record = json.loads(line)
-                seen.extend(zip(record["captions"], record["epochs"]))
-    return seen
 
 
 def run_hosts(spec, trace, hosts, states, batches, units_per_block):
@@ -80,9 +70,10 @@ def test_resume_on_another_host_count_reads_each_example_once(shards, tmp_path, 
     for i, hosts in enumerate(counts[:-1]):
         states = run_hosts(shards, tmp_path / f"seg{i}", hosts, states, batches=4 + i, units_per_block=units_per_block)
     last = run_hosts(shards, tmp_path / "last", counts[-1], states, batches=None, units_per_block=units_per_block)
-    seen = sum((read_trace(tmp_path / f"seg{i}") for i in range(len(counts) - 1)), []) + read_trace(tmp_path / "last")
+    traces = [str(tmp_path / f"seg{i}") for i in range(len(counts) - 1)] + [str(tmp_path / "last")]
+    seen = trained_examples([(trace, 0, 10**9) for trace in traces])  # every batch each segment read
     for epoch in (0, 1):
-        keys = collections.Counter(key for key, e in seen if e == epoch)
+        keys = collections.Counter({key: n for (key, e), n in seen.items() if e == epoch})
         assert sorted(keys) == GOOD and set(keys.values()) == {1}, (epoch, keys.most_common(3))
     assert sum(state["counters"]["skipped_images"] for state in last) == 2 * len(CORRUPT)
 

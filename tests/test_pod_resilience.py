@@ -30,7 +30,17 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers.pod import Pod, checkpoint_steps, demo_shards, environment, logged_losses, trained_examples, wait_for
+from tests.helpers.pod import (
+    Pod,
+    checkpoint_params,
+    checkpoint_steps,
+    demo_shards,
+    environment,
+    flat_variables,
+    logged_losses,
+    trained_examples,
+    wait_for,
+)
 from tests.helpers.runtime import ROOT
 
 STEPS = 12
@@ -55,15 +65,6 @@ def run_to_end(args, hosts, devices, logs):
     codes = pod.wait(TIMEOUT)
     assert codes == [0] * hosts, pod.tail()
     return pod
-
-
-def final_params(workdir):
-    import jax
-
-    import clip_jax
-
-    _, variables = clip_jax.convert.read_checkpoint(str(workdir))
-    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(variables)[0]}
 
 
 def assert_same_params(ours, theirs, atol=1e-6):
@@ -98,7 +99,7 @@ def test_same_host_count_killed_twice_ends_like_an_uninterrupted_run(shards, ref
     resumed_from = max(checkpoint_steps(workdir))
     assert resumed_from < STEPS
     run_to_end(args, 2, 1, logs)
-    assert_same_params(final_params(workdir), final_params(reference))
+    assert_same_params(checkpoint_params(workdir), checkpoint_params(reference))
     losses, expected = logged_losses(workdir), logged_losses(reference)
     assert sorted(losses) == list(range(1, STEPS + 1))
     np.testing.assert_allclose([losses[s] for s in sorted(losses)], [expected[s] for s in sorted(expected)],
@@ -178,10 +179,8 @@ def test_eval_convert_and_init_from_on_a_multi_host_workdir(shards, reference, t
     import clip_jax
 
     _, variables = clip_jax.load_checkpoint(str(exported))
-    reference_params = final_params(reference)
-    import jax
-
-    flat = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(variables)[0]}
+    reference_params = checkpoint_params(reference)
+    flat = flat_variables(variables)
     assert_same_params({k: flat[k] for k in reference_params}, reference_params)
 
     # A new two-host run from those weights: its first loss is the trained model's, not a fresh one's.

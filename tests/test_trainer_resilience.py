@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-import clip_jax
+from tests.helpers.pod import checkpoint_params, logged_losses
 from tests.helpers.runtime import ROOT
 
 STEPS = 10
@@ -29,18 +29,7 @@ def env():
 
 
 def logged_steps(workdir):
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line)["step"] for line in f if '"loss"' in line]
-
-
-def final_params(workdir):
-    import jax
-
-    _, variables = clip_jax.convert.read_checkpoint(str(workdir))
-    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(variables)[0]}
+    return sorted(logged_losses(workdir))
 
 
 def test_sigkill_at_random_moments_then_resume(tmp_path):
@@ -66,7 +55,7 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     assert kills >= 2
     done = subprocess.run(command(workdir), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    ours, theirs = final_params(workdir), final_params(reference)
+    ours, theirs = checkpoint_params(workdir), checkpoint_params(reference)
     for key, value in theirs.items():
         np.testing.assert_allclose(ours[key], value, atol=1e-6, err_msg=key)
 

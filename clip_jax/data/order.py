@@ -63,6 +63,13 @@ class Layout:
         """Fewer blocks than hosts: every host reads every block and keeps every P-th element."""
         return self.num_blocks < self.process_count
 
+    @property
+    def blocks_per_epoch(self) -> int:
+        """How many blocks this host reads each epoch (len(own_blocks()) without the list)."""
+        if self.stride:
+            return self.num_blocks
+        return len(range(self.process_index, self.num_blocks, self.process_count))
+
     def own_blocks(self) -> list[int]:
         """This host's blocks of every epoch, in reading order."""
         if self.stride:
@@ -89,7 +96,7 @@ def advance(position: dict, layout: Layout, item: int, next_element: int) -> dic
     pending = position["pending"]
     if item < len(pending):
         return {**position, "pending": pending[item:], "offset": next_element}
-    per_epoch = len(layout.own_blocks())
+    per_epoch = layout.blocks_per_epoch
     index = position["index"] + item - len(pending)
     return {"pending": [], "epoch": position["epoch"] + index // per_epoch, "index": index % per_epoch,
             "offset": next_element}
@@ -121,9 +128,8 @@ def rebalance(positions: Sequence[dict], layout: Layout) -> dict:
     block) are dealt out round-robin when there are at least as many as new hosts, else
     each is split among all of them by element (k % new count).  Reading all new hosts'
     pending items therefore reads the rest of those epochs exactly once; the next epoch
-    starts afresh with the new layout."""
-    for position in positions:
-        check_position(position)
+    starts afresh with the new layout.  `positions` are checked by the caller
+    (check_position)."""
     old = [dataclasses.replace(layout, process_index=h, process_count=len(positions)) for h in range(len(positions))]
     through = max(started_epoch(p) for p in positions)
     by_block: dict[tuple[int, int], list] = {}

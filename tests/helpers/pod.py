@@ -101,6 +101,21 @@ class Pod:
         return "\n".join(out)
 
 
+def flat_variables(variables) -> dict:
+    """{'/'-path: NumPy array} of a variables tree."""
+    import jax
+    import numpy as np
+
+    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(variables)[0]}
+
+
+def checkpoint_params(path: str) -> dict:
+    """flat_variables of the newest checkpoint of a workdir (or of any checkpoint file)."""
+    from clip_jax.convert import read_checkpoint
+
+    return flat_variables(read_checkpoint(str(path))[1])
+
+
 def checkpoint_steps(workdir: str) -> list[int]:
     """Complete checkpoints (Orbax renames a step's folder to its number when done)."""
     folder = os.path.join(workdir, "checkpoints")
