@@ -38,10 +38,12 @@ except ImportError:
 
 from absl import app, flags
 
+from clip_jax.evaluation.suites import SUITES
+from clip_jax.evaluation.tasks import TASKS
 from clip_jax.multihost_flags import join_from_flags
 
 flags.DEFINE_string("checkpoint", None, "checkpoint file, HF folder or training workdir", required=True)
-flags.DEFINE_enum("task", "zeroshot", ["zeroshot", "retrieval", "linear_probe"], "what to evaluate")
+flags.DEFINE_enum("task", "zeroshot", list(TASKS), "what to evaluate")
 flags.DEFINE_string("data", None, "dataset spec string (the test split)")
 flags.DEFINE_string("train_data", None, "linear probe: training split spec")
 flags.DEFINE_string("val_data", None, "linear probe: validation split spec (default: 20% of train)")
@@ -52,7 +54,7 @@ flags.DEFINE_string("tokenizer", "", "a SigLIP model's SentencePiece file or fol
 flags.DEFINE_string("class_names", "", "shipped key or file (default: the dataset's own names)")
 flags.DEFINE_string("class_subset", "", "score only these classes: imagenet_a, imagenet_r or a file of indices")
 flags.DEFINE_bool("check_class_count", True, "the class names must match the dataset's class count")
-flags.DEFINE_enum("suite", None, ["zeroshot_paper", "imagenet_robustness", "retrieval"], "run a suite")
+flags.DEFINE_enum("suite", None, list(SUITES), "run a suite")
 flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir for --suite (default: TFDS's)")
 flags.DEFINE_integer("kshot", 0, "linear probe: k training examples per class (0: all)")
 flags.DEFINE_enum("features", "pre", ["pre", "post"], "linear probe: pre- or post-projection features")
@@ -74,14 +76,8 @@ def _evaluations() -> tuple[list[dict], dict]:
     if not FLAGS.data:
         raise app.UsageError("--data (a dataset spec) or --suite is required")
     spec = {"name": FLAGS.task, "task": FLAGS.task, "data": FLAGS.data, "batch_size": FLAGS.batch_size}
-    if FLAGS.task == "zeroshot":
-        spec.update(templates=FLAGS.templates or None, class_names=FLAGS.class_names or None,
-                    class_subset=FLAGS.class_subset or None, check_class_count=FLAGS.check_class_count)
-    if FLAGS.task == "linear_probe":
-        if not FLAGS.train_data:
-            raise app.UsageError("--task linear_probe needs --train_data")
-        spec.update(train_data=FLAGS.train_data, val_data=FLAGS.val_data, kshot=FLAGS.kshot or None,
-                    features=FLAGS.features, normalize=FLAGS.normalize, seed=FLAGS.seed)
+    # The task's own options, from the flags of the same names ("" is unset).
+    spec.update({key: None if FLAGS[key].value == "" else FLAGS[key].value for key in TASKS[FLAGS.task].flags})
     return [spec], {}
 
 
@@ -91,15 +87,6 @@ def _table(title: str, metrics: dict) -> str:
         lines.append(f"  {key:<28}{value:12.4g}" if isinstance(value, float) and abs(value) < 1e-2
                      else f"  {key:<28}{value:12.2f}" if isinstance(value, float) else f"  {key:<28}{value:>12}")
     return "\n".join(lines)
-
-
-def _tokenizer(model):
-    """--tokenizer, else a SigLIP checkpoint folder's own SentencePiece file (None: the model's default)."""
-    if FLAGS.tokenizer:
-        return FLAGS.tokenizer
-    if model.config.family == "siglip" and os.path.isdir(FLAGS.checkpoint):
-        return FLAGS.checkpoint
-    return None
 
 
 def main(argv):
@@ -112,12 +99,16 @@ def main(argv):
     from clip_jax.evaluation import features, runner
 
     evals, skipped = _evaluations()
-    runner.validate(evals)  # config errors before the checkpoint is even read
+    try:
+        runner.validate(evals)  # config errors before the checkpoint is even read
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
     model, variables = clip_jax.load_checkpoint(FLAGS.checkpoint, FLAGS.name)
     checkpoint_id = features.checkpoint_fingerprint(FLAGS.checkpoint) if FLAGS.cache_dir else None
     for spec in evals:
         spec.update(image_size=FLAGS.image_size or None, cache_dir=FLAGS.cache_dir or None, checkpoint_id=checkpoint_id)
-    results = runner.run_evals(model, variables, evals, tokenizer=_tokenizer(model))
+    tokenizer = clip_jax.tokenizers.for_checkpoint(model, FLAGS.checkpoint, FLAGS.tokenizer or None)
+    results = runner.run_evals(model, variables, evals, tokenizer=tokenizer)
     if jax.process_index() != 0:  # every host has the results; one reports them
         return
     records = []

@@ -37,7 +37,7 @@ def main(argv):
     train(FLAGS.config, FLAGS.workdir)
     import jax
 
-    from clip_jax.metrics import summary
+    from clip_jax.train_metrics import summary
 
     if jax.process_index() == 0:
         print(summary(FLAGS.workdir))

@@ -39,8 +39,8 @@ def train_step_runner(model_name: str, batch: int, dtype: str, attention: str = 
     import jax
     import numpy as np
 
-    from clip_jax.configs import base_config
     from clip_jax.sharding import global_batch
+    from clip_jax.train_config import base_config
     from clip_jax.trainer import build, jit_train_step
 
     config = base_config()
@@ -142,7 +142,7 @@ def main() -> None:
     import jax
 
     from clip_jax.flops import train_step_flops
-    from clip_jax.metrics import peak_flops_per_device
+    from clip_jax.train_metrics import peak_flops_per_device
 
     began = time.perf_counter()
     device = jax.devices()[0]

@@ -71,7 +71,7 @@ def hardware_peak() -> tuple[float | None, str]:
     dense bf16 peak times the device count (None where the chip is not in the table)."""
     import jax
 
-    from clip_jax.metrics import peak_flops_per_device
+    from clip_jax.train_metrics import peak_flops_per_device
 
     if jax.devices()[0].platform == "cpu":
         return matmul_peak("float32"), "measured fp32 matmul peak"

@@ -40,7 +40,7 @@ TIMEOUT = 600
 
 def command(workdir: str, spec: str, steps: int) -> list[str]:
     evals = f"({{'name': 'shards', 'task': 'retrieval', 'data': '{spec}', 'batch_size': 8}},)"
-    return ["--config", "configs/demo.py:smoke", "--workdir", workdir, f"--config.data.train={spec}",
+    return ["--config", "configs/demo.py:runlocal", "--workdir", workdir, f"--config.data.train={spec}",
             f"--config.total_steps={steps}", "--config.batch_size=16", "--config.checkpoint_every=2",
             "--config.eval_every=6", f"--config.evals={evals}", "--config.log_every=1",
             "--config.keep_checkpoints=3", "--config.optim.lr=0.002", "--config.optim.warmup_steps=2",

@@ -28,9 +28,9 @@ def main() -> None:
     import jax
     import numpy as np
 
-    from clip_jax.configs import base_config
     from clip_jax.flops import train_step_flops
     from clip_jax.sharding import global_batch
+    from clip_jax.train_config import base_config
     from clip_jax.trainer import build, jit_train_step
 
     config = base_config()

@@ -30,8 +30,8 @@ def main() -> None:
     import jax.numpy as jnp
 
     from clip_jax import losses
-    from clip_jax.configs import base_config
     from clip_jax.sharding import batch_sharding, make_mesh
+    from clip_jax.train_config import base_config
     from clip_jax.trainer import build, jit_train_step
 
     gib = 2.0**30

@@ -22,8 +22,8 @@ def main() -> None:
     import jax
     import numpy as np
 
-    from clip_jax.configs import base_config
     from clip_jax.sharding import global_batch
+    from clip_jax.train_config import base_config
     from clip_jax.trainer import build, jit_train_step
 
     print(f"{jax.devices()[0].device_kind} x{jax.device_count()}, {args.model}, batch {args.batch}, {args.dtype}")

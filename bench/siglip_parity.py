@@ -33,8 +33,8 @@ def main() -> None:
     from test_siglip_parity import hf_outputs, inputs, ours, reference_model
 
     import clip_jax
-    from clip_jax.convert.openai import state_dict_to_variables
-    from clip_jax.convert.siglip import pack_qkv
+    from clip_jax.convert.table import state_dict_to_variables
+    from clip_jax.models.families.siglip_naming import pack_qkv
 
     print(f"{platform.machine()} CPU, {os.cpu_count()} cores; transformers {transformers.__version__}, "
           f"torch {torch.__version__}")

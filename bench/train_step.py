@@ -29,10 +29,10 @@ def clip_jax_runner(args, captions):
     import jax
     import numpy as np
 
-    from clip_jax.configs import base_config
     from clip_jax.flops import train_step_flops
     from clip_jax.models.text import trim_after_eot
     from clip_jax.sharding import global_batch
+    from clip_jax.train_config import base_config
     from clip_jax.trainer import build, jit_train_step
 
     config = base_config()

@@ -7,7 +7,7 @@
 
     model, variables = clip_jax.load_checkpoint("siglip-base-patch16-224")  # a Hugging Face folder
     tokenizer = clip_jax.load_tokenizer(model, "siglip-base-patch16-224")   # its spiece.model
-    images = clip_jax.preprocess_batch(images, model.config.vision.image_size, style=model.config.family)
+    images = clip_jax.preprocess_batch(images, model.config.vision.image_size, family=model.config.family)
     text_features = clip_jax.encode_text(model, variables, tokenizer(["a dog", "a cat"]))
 """
 from clip_jax.convert import CheckpointFormatError, export_checkpoint, load_checkpoint

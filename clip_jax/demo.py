@@ -53,7 +53,7 @@ def main() -> None:
     if args.checkpoint:
         model, variables = clip_jax.load_checkpoint(args.checkpoint)
         source = args.checkpoint
-    elif clip_jax.get_config(args.model).family == "siglip":
+    elif clip_jax.get_config(args.model).text.tokenizer != "bpe":
         parser.error(f"{args.model} needs its SentencePiece tokenizer: pass --checkpoint (a SigLIP folder)")
     else:
         fresh = clip_jax.create_model(args.model)
@@ -62,10 +62,9 @@ def main() -> None:
                                               os.path.join(folder, "model.safetensors"), "open_clip")
             model, variables = clip_jax.load_checkpoint(path, name=args.model)
         source = f"{args.model} with random weights (chance-level predictions)"
-    own_folder = model.config.family == "siglip" and os.path.isdir(args.checkpoint or "")
-    tokenizer = args.tokenizer or (args.checkpoint if own_folder else None)
+    tokenizer = clip_jax.tokenizers.for_checkpoint(model, args.checkpoint, args.tokenizer)
     size = model.config.vision.image_size
-    images = clip_jax.preprocess_batch(synthetic_images(), size, style=model.config.family)
+    images = clip_jax.preprocess_batch(synthetic_images(), size, family=model.config.family)
     image_features = clip_jax.encode_image(model, variables, images)
     weights = classifier_weights(model, variables, CLASSES, TEMPLATES, tokenizer=tokenizer)
     probs = zero_shot_probabilities(model, variables, image_features, weights)

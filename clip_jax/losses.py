@@ -3,7 +3,7 @@
 Each takes L2-normalised image and text embeddings [N, E] (global arrays split over the
 batch axes of a mesh) and the scale exp(t) (plus the bias for the sigmoid losses) and
 returns (loss, metrics) with in-batch accuracies.  A `LossSpec` says how to call one and
-the temperature (and bias) a model trained with it starts from.
+the scoring rule of the model it trains (clip_jax.models.scoring).
 
 * `softmax` (the paper's symmetric InfoNCE): inside `shard_map` each device gathers the
   other modality's embeddings and computes only its own rows (image->text) and columns
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from clip_jax.models import LOGIT_SCALE_INIT, SIGLIP_LOGIT_BIAS_INIT, SIGLIP_LOGIT_SCALE_INIT
+from clip_jax.models.scoring import scoring_rule
 from clip_jax.sharding import BATCH_AXES
 
 
@@ -221,14 +221,18 @@ def sigmoid_loss_ring(image: jax.Array, text: jax.Array, scale: jax.Array, mesh:
 
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
-    """One training loss: its function, how it is called, and the temperature (log
-    space) and logit bias a model trained with it starts from."""
+    """One training loss: its function, how it is called, and the scoring rule of the
+    models it trains (which sets their initial temperature and bias, and its cap)."""
 
     fn: Callable
     on_mesh: bool  # fn takes `mesh` (the shard_map forms)
-    sigmoid: bool  # fn takes `bias`; the model gets a learnable logit bias
-    logit_scale_init: float
-    logit_bias_init: float | None = None
+    # The scoring rule a model trained with this loss has (clip_jax.models.scoring):
+    # "softmax", or "sigmoid" (fn takes `bias`; the model gets a learnable logit bias).
+    scoring: str
+
+    @property
+    def sigmoid(self) -> bool:
+        return scoring_rule(self.scoring).has_bias
 
     def __call__(self, image, text, scale, bias=None, mesh: Mesh | None = None):
         options = {}
@@ -239,18 +243,15 @@ class LossSpec:
         return self.fn(image, text, scale, **options)
 
 
-_SIGLIP_SCALE, _SIGLIP_BIAS = SIGLIP_LOGIT_SCALE_INIT, SIGLIP_LOGIT_BIAS_INIT  # SigLIP's initial temperature and bias
 # config.loss -> its spec.  "softmax_global" and "sigmoid_dense" are the plain N x N forms
 # (XLA partitions the full logits: per-device memory grows with the global batch squared),
 # kept as references for tests and the memory benchmark, not for training at scale.
 LOSSES = {
-    "softmax": LossSpec(softmax_loss_gathered, on_mesh=True, sigmoid=False, logit_scale_init=LOGIT_SCALE_INIT),
-    "softmax_ring": LossSpec(softmax_loss_ring, on_mesh=True, sigmoid=False, logit_scale_init=LOGIT_SCALE_INIT),
-    "softmax_global": LossSpec(softmax_loss_dense, on_mesh=False, sigmoid=False, logit_scale_init=LOGIT_SCALE_INIT),
-    "sigmoid": LossSpec(sigmoid_loss_ring, on_mesh=True, sigmoid=True, logit_scale_init=_SIGLIP_SCALE,
-                        logit_bias_init=_SIGLIP_BIAS),
-    "sigmoid_dense": LossSpec(sigmoid_loss_dense, on_mesh=False, sigmoid=True, logit_scale_init=_SIGLIP_SCALE,
-                              logit_bias_init=_SIGLIP_BIAS),
+    "softmax": LossSpec(softmax_loss_gathered, on_mesh=True, scoring="softmax"),
+    "softmax_ring": LossSpec(softmax_loss_ring, on_mesh=True, scoring="softmax"),
+    "softmax_global": LossSpec(softmax_loss_dense, on_mesh=False, scoring="softmax"),
+    "sigmoid": LossSpec(sigmoid_loss_ring, on_mesh=True, scoring="sigmoid"),
+    "sigmoid_dense": LossSpec(sigmoid_loss_dense, on_mesh=False, scoring="sigmoid"),
 }
 
 
@@ -261,16 +262,18 @@ def loss_spec(name: str) -> LossSpec:
         raise ValueError(f"loss {name!r} unknown; valid: {sorted(LOSSES)}") from None
 
 
-def temperature_init(loss: str, logit_scale_init: float | None = None,
-                     logit_bias_init: float | None = None) -> dict:
-    """`create_model`'s logit_scale_init and logit_bias_init for training with `loss`:
-    the loss's defaults (OpenAI's 1/0.07 and no bias for softmax, SigLIP's 10 and -10 for
-    sigmoid) unless given.  A bias given to a loss without one is an error."""
+def model_options(loss: str, logit_scale_init: float | None = None,
+                  logit_bias_init: float | None = None) -> dict:
+    """`create_model`'s scoring, logit_scale_init and logit_bias_init for training with
+    `loss`: its scoring rule and that rule's initial temperature (OpenAI's 1/0.07 and no
+    bias for softmax, SigLIP's 10 and -10 for sigmoid) unless given.  A bias given to a
+    loss without one is an error."""
     spec = loss_spec(loss)
-    if logit_bias_init is not None and not spec.sigmoid:
+    rule = scoring_rule(spec.scoring)
+    if logit_bias_init is not None and not rule.has_bias:
         sigmoid = ", ".join(name for name, s in LOSSES.items() if s.sigmoid)
         raise ValueError(f"logit_bias_init={logit_bias_init} is set, but loss {loss!r} has no logit bias; "
                          f"unset it, or use a sigmoid loss ({sigmoid})")
-    scale = spec.logit_scale_init if logit_scale_init is None else logit_scale_init
-    bias = (spec.logit_bias_init if logit_bias_init is None else logit_bias_init) if spec.sigmoid else None
-    return {"logit_scale_init": scale, "logit_bias_init": bias}
+    scale = rule.logit_scale_init if logit_scale_init is None else logit_scale_init
+    bias = (rule.logit_bias_init if logit_bias_init is None else logit_bias_init) if rule.has_bias else None
+    return {"scoring": spec.scoring, "logit_scale_init": scale, "logit_bias_init": bias}

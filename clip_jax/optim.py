@@ -60,17 +60,18 @@ def decay_mask(params, no_decay: Sequence[str] = NO_DECAY):
 def make_optimizer(config: ml_collections.ConfigDict, params, total_steps: int):
     """The optax transformation described in the module docstring.
 
-    config: lr, wd, b1, b2, eps, warmup_steps, end_lr_factor, grad_clip, no_decay (list
-    of regexes, default NO_DECAY), frozen (list of regexes, default none).
+    config: the training config's `optim` section (clip_jax.train_config, where each key's
+    default is): lr, wd, b1, b2, eps, warmup_steps, end_lr_factor, grad_clip, no_decay
+    (regexes of parameters without weight decay), frozen (regexes of parameters not trained).
     """
-    lr = schedule(config.lr, total_steps, config.warmup_steps, config.get("end_lr_factor", 0.0))
-    no_decay = tuple(config.get("no_decay", None) or NO_DECAY)
+    lr = schedule(config.lr, total_steps, config.warmup_steps, config.end_lr_factor)
+    no_decay = tuple(config.no_decay)
     parts = []
-    if config.get("grad_clip", 0.0):
+    if config.grad_clip:
         parts.append(optax.clip_by_global_norm(config.grad_clip))
     parts.append(optax.adamw(lr, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.wd,
                              mask=lambda p: decay_mask(p, no_decay)))
-    frozen = tuple(config.get("frozen", None) or ())
+    frozen = tuple(config.frozen)
     whole = tuple(p for p in frozen if "@" not in p)
     layered = tuple(_parse_layered(p) for p in frozen if "@" in p)
     if layered:

@@ -1,13 +1,13 @@
-"""The evaluation transforms on PIL images: CLIP's (matching OpenAI's and open_clip's)
-and SigLIP's (matching transformers' SiglipImageProcessor), chosen by `style`, which is
-the model's family (`model.config.family`).
+"""The evaluation transforms on PIL images, chosen by the model's family (its
+`resize`, `image_mean` and `image_std`, clip_jax/models/families/):
 
-"clip": resize the shorter side to n_px with PIL's (antialiased) bicubic, the longer side
-to int(n_px * long / short); centre crop with torchvision's rounded offsets; convert to
-RGB (after resizing, as OpenAI does, so palette images resize as PIL resizes them); scale
-to [0, 1]; normalise with CLIP's mean and std.
-"siglip": convert to RGB; resize the whole image to n_px x n_px with PIL's bicubic (no
-crop: the aspect ratio is not kept); scale to [-1, 1] (mean and std 0.5).
+"crop" (CLIP, matching OpenAI's and open_clip's): resize the shorter side to n_px with
+PIL's (antialiased) bicubic, the longer side to int(n_px * long / short); centre crop with
+torchvision's rounded offsets; convert to RGB (after resizing, as OpenAI does, so palette
+images resize as PIL resizes them); scale to [0, 1]; normalise with the family's mean and std.
+"squash" (SigLIP, matching transformers' SiglipImageProcessor): convert to RGB; resize the
+whole image to n_px x n_px with PIL's bicubic (no crop: the aspect ratio is not kept);
+scale to [0, 1] and normalise (mean and std 0.5: [-1, 1]).
 Output is NHWC float32.
 
 Also the one definition of these normalisations for uint8 pixels (`pixel_affine`): the
@@ -21,36 +21,37 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
-STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
-SIGLIP_MEAN = SIGLIP_STD = np.array([0.5, 0.5, 0.5], np.float32)
-NORMALIZATION = {"clip": (MEAN, STD), "siglip": (SIGLIP_MEAN, SIGLIP_STD)}  # style -> (mean, std)
-STYLES = tuple(NORMALIZATION)
+from clip_jax.models.families import FAMILIES, get_family
+
+MEAN = np.array(get_family("clip").image_mean, np.float32)
+STD = np.array(get_family("clip").image_std, np.float32)
 
 
-def check_style(style: str) -> None:
-    if style not in NORMALIZATION:
-        raise ValueError(f"unknown preprocessing style {style!r}; valid: {', '.join(STYLES)} (a model's "
-                         "config.family)")
+def normalization(family: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) float32 [3] of a family's images (a family name, e.g. a model's config.family)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r} for preprocessing; valid: {', '.join(FAMILIES)} (a "
+                         "model's config.family)")
+    found = FAMILIES[family]
+    return np.array(found.image_mean, np.float32), np.array(found.image_std, np.float32)
 
 
-def pixel_affine(style: str = "clip") -> tuple[np.ndarray, np.ndarray]:
+def pixel_affine(family: str = "clip") -> tuple[np.ndarray, np.ndarray]:
     """(scale, offset) [3] with (x / 255 - mean) / std == x * scale + offset: one
     multiply-add per value, computed in float64 and stored as float32."""
-    check_style(style)
-    mean, std = (v.astype(np.float64) for v in NORMALIZATION[style])
+    mean, std = (v.astype(np.float64) for v in normalization(family))
     return (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
 
 
-def normalize_images(images, dtype="float32", style: str = "clip"):
-    """uint8 [..., 3] pixels -> (pixels / 255 - mean) / std of `style` (a model's family),
-    computed in float32 with JAX (inside a jitted step), cast to `dtype`."""
+def normalize_images(images, dtype="float32", family: str = "clip"):
+    """uint8 [..., 3] pixels -> (pixels / 255 - mean) / std of `family`, computed in
+    float32 with JAX (inside a jitted step), cast to `dtype`."""
     import jax.numpy as jnp
 
     if images.dtype != jnp.uint8:
         raise TypeError(f"normalize_images expects uint8 pixels (train_iterator(uint8_images=True)); "
                         f"got {images.dtype}")
-    scale, offset = pixel_affine(style)
+    scale, offset = pixel_affine(family)
     pixels = jnp.asarray(images).astype(jnp.float32)
     return (pixels * jnp.asarray(scale) + jnp.asarray(offset)).astype(dtype)
 
@@ -74,27 +75,26 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def preprocess(image: Image.Image, image_size: int = 224, style: str = "clip") -> np.ndarray:
-    """One PIL image -> float32 [image_size, image_size, 3], normalised for `style`."""
+def preprocess(image: Image.Image, image_size: int = 224, family: str = "clip") -> np.ndarray:
+    """One PIL image -> float32 [image_size, image_size, 3], as `family`'s models take it."""
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
-    check_style(style)
-    if style == "siglip":
+    mean, std = normalization(family)
+    if get_family(family).resize == "squash":
         image = image.convert("RGB")
         if image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), Image.BICUBIC)
     else:
         image = center_crop(resize_shorter_side(image, image_size), image_size).convert("RGB")
-    mean, std = NORMALIZATION[style]
     pixels = np.asarray(image, dtype=np.float32) / 255.0
     return (pixels - mean) / std
 
 
-def preprocess_batch(images: Iterable[Image.Image], image_size: int = 224, style: str = "clip") -> np.ndarray:
+def preprocess_batch(images: Iterable[Image.Image], image_size: int = 224, family: str = "clip") -> np.ndarray:
     """PIL images -> float32 NHWC [N, image_size, image_size, 3]."""
-    return np.stack([preprocess(image, image_size, style) for image in images])
+    return np.stack([preprocess(image, image_size, family) for image in images])
 
 
-def load_image(path: str, image_size: int = 224, style: str = "clip") -> np.ndarray:
+def load_image(path: str, image_size: int = 224, family: str = "clip") -> np.ndarray:
     with Image.open(path) as image:
-        return preprocess(image, image_size, style)
+        return preprocess(image, image_size, family)

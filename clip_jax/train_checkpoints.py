@@ -25,7 +25,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from clip_jax.models.config import CLIPConfig
+from clip_jax.models.architecture import CLIPConfig
+from clip_jax.models.registry import name_of
 
 STATE, DATA, META = "state", "data", "meta"
 CHECKPOINTS_DIR = "checkpoints"
@@ -141,16 +142,20 @@ def run_contract(config) -> dict:
     return {"batch_size": config.batch_size, "data": config.data.train, "seed": config.seed}
 
 
-def meta_for(model_spec, model_config, run: dict | None = None) -> dict:
-    """The architecture saved with every checkpoint: `model_config` (what readers build the
-    model from) and a label of how the config named it (a registered name, a JSON path,
-    or the registered name matching custom dimensions, else "custom"); and `run`, what a
+def meta_for(model_spec, model_config, run: dict | None = None, loss: str | None = None,
+             scoring: str | None = None) -> dict:
+    """The model saved with every checkpoint: `model_config` (what readers build the
+    model from), a label of how the config named it (a registered name, a JSON path, or
+    the registered name matching custom dimensions, else "custom"), the training `loss`
+    and the `scoring` rule it gives the model (which readers honour); and `run`, what a
     resumed run must keep (run_contract)."""
     if not isinstance(model_spec, str):
-        from clip_jax.models import name_of
-
         model_spec = name_of(model_config) or "custom"
     meta = {"model": model_spec, "model_config": json.loads(model_config.to_json())}
+    if loss is not None:
+        meta["loss"] = loss
+    if scoring is not None:
+        meta["scoring"] = scoring
     if run is not None:
         meta["run"] = dict(run)
     return meta
@@ -171,8 +176,8 @@ def find_step_dir(path: str) -> str | None:
 
 
 def read_model(step_dir: str) -> tuple[dict, dict]:
-    """(architecture as saved in the metadata, {"params", "batch_stats"} as NumPy) of
-    one step directory, without the optimizer state."""
+    """(the metadata saved with the step (meta_for), {"params", "batch_stats"} as NumPy)
+    of one step directory, without the optimizer state."""
     with open(os.path.join(step_dir, META, "metadata")) as f:
         meta = json.load(f)
     checkpointer = ocp.PyTreeCheckpointer()
@@ -183,4 +188,4 @@ def read_model(step_dir: str) -> tuple[dict, dict]:
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), wanted)
     restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
         item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True))
-    return meta["model_config"], jax.tree.map(np.asarray, restored)
+    return meta, jax.tree.map(np.asarray, restored)

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import math
 from typing import Any, Callable, Iterator
 
 import flax
@@ -23,12 +22,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from clip_jax import losses
+from clip_jax import losses, tokenizers, train_config
 from clip_jax.flops import train_step_flops
 from clip_jax.gradients import make_grad_fn
 from clip_jax.loop import CompiledSteps, Throughput, itstime, preemption_notice
-from clip_jax.metrics import MetricsWriter, peak_flops_per_device
-from clip_jax.models import LOGIT_SCALE_MAX, create_model
+from clip_jax.models import create_model, family_of
+from clip_jax.models.clip import example_inputs
 from clip_jax.optim import make_optimizer
 from clip_jax.prefetch import Prefetcher
 from clip_jax.sharding import batch_devices, make_mesh, replicated, tree_shardings
@@ -39,8 +38,7 @@ from clip_jax.train_checkpoints import (
     meta_for,
     run_contract,
 )
-
-TRIM_TEXT = ("auto", "always", "never")
+from clip_jax.train_metrics import MetricsWriter, peak_flops_per_device
 
 
 class NonFiniteLossError(RuntimeError):
@@ -88,7 +86,7 @@ class Setup:
     def model_at(self, step: int):
         """The model step `step` trains: FLIP's final `patch_dropout_unmasked_steps` run
         the same parameters with every patch kept."""
-        unmasked_from = self.total_steps - self.config.get("patch_dropout_unmasked_steps", 0) + 1
+        unmasked_from = self.total_steps - self.config.patch_dropout_unmasked_steps + 1
         if not self.model.patch_dropout or step < unmasked_from:
             return self.model
         if self._unmasked is None:
@@ -99,74 +97,19 @@ class Setup:
     _unmasked: Any = dataclasses.field(default=None, repr=False)
 
 
-def total_steps_of(config) -> int:
-    given = {k: config.get(k, 0) for k in ("total_steps", "total_examples", "epochs")}
-    chosen = [k for k, v in given.items() if v]
-    if len(chosen) != 1:
-        raise ValueError(f"set exactly one of total_steps, total_examples, epochs (> 0); got {given}")
-    if chosen == ["total_steps"]:
-        return int(config.total_steps)
-    if chosen == ["total_examples"]:
-        return math.ceil(config.total_examples / config.batch_size)
-    examples = config.data.get("num_examples", 0)
-    if not examples:
-        raise ValueError("epochs needs config.data.num_examples (the training set size)")
-    return math.ceil(config.epochs * examples / config.batch_size)
-
-
-def validate(config, devices: int, processes: int) -> None:
-    """Checks that must fail before anything compiles."""
-    if config.batch_size <= 0:
-        raise ValueError(f"batch_size must be positive; got {config.batch_size}")
-    if config.batch_size % devices:
-        raise ValueError(
-            f"global batch_size {config.batch_size} is not divisible by the {devices} devices of the batch axes; "
-            f"use a multiple of {devices}"
-        )
-    if config.batch_size % processes:
-        raise ValueError(f"global batch_size {config.batch_size} is not divisible by {processes} processes")
-    optim = config.optim
-    for key in ("lr", "wd", "eps", "grad_clip", "warmup_steps"):
-        if optim.get(key, 0) < 0:
-            raise ValueError(f"optim.{key} must be >= 0; got {optim.get(key)}")
-    for key in ("b1", "b2"):
-        if not 0 <= optim[key] < 1:
-            raise ValueError(f"optim.{key} must be in [0, 1); got {optim[key]}")
-    steps = config.get("accumulation_steps", 1)
-    if steps < 1 or config.batch_size % (steps * devices):
-        raise ValueError(
-            f"accumulation_steps {steps} must be >= 1 and divide the global batch {config.batch_size} into "
-            f"micro-batches divisible by the {devices} devices"
-        )
-    losses.temperature_init(config.loss, config.get("logit_scale_init"), config.get("logit_bias_init"))
-    if config.get("trim_text", "auto") not in TRIM_TEXT:
-        raise ValueError(f"trim_text {config.trim_text!r} unknown; valid: {', '.join(TRIM_TEXT)}")
-    if config.get("evals"):
-        from clip_jax.evaluation.runner import validate as validate_evals
-
-        validate_evals(config.evals)
-    if config.on_nonfinite not in ("stop", "skip"):
-        raise ValueError(f"on_nonfinite {config.on_nonfinite!r} unknown; valid: 'stop', 'skip'")
-
-
 def build(config: ml_collections.ConfigDict) -> Setup:
+    """Everything the config describes, checked once here (train_config.checked): the
+    Setup's config holds every key with its value or default."""
     mesh = make_mesh([tuple(axis) for axis in config.mesh])
-    validate(config, batch_devices(mesh), jax.process_count())
-    model = create_model(config.model, dtype=config.get("compute_dtype", "float32"),
-                         remat=config.get("remat", False), patch_dropout=config.get("patch_dropout", 0.0),
-                         attention=config.get("attention", "auto"),
-                         **losses.temperature_init(config.loss, config.get("logit_scale_init"),
-                                                   config.get("logit_bias_init")))
+    config = train_config.checked(config, batch_devices(mesh), jax.process_count())
+    model = create_model(config.model, dtype=config.compute_dtype, remat=config.remat,
+                         patch_dropout=config.patch_dropout, attention=config.attention,
+                         **losses.model_options(config.loss, config.logit_scale_init, config.logit_bias_init))
     if model.patch_dropout and model.config.vision.is_resnet:
         raise ValueError(f"patch_dropout={model.patch_dropout} needs a ViT; {config.model} is a ResNet")
-    if model.config.family == "siglip":  # its tokenizer's kind and vocabulary must be the model's
-        from clip_jax import tokenizers
-
-        tokenizers.resolve(model, config.data.get("options", {}).get("tokenizer", "bpe"))
-    steps = total_steps_of(config)
-    size = model.config.vision.image_size
-    images = jnp.zeros((1, size, size, 3), jnp.float32)
-    tokens = jnp.zeros((1, model.config.text.context_length), jnp.int32)
+    tokenizers.resolve(model, config.data.options.tokenizer)  # its kind and vocabulary must be the model's
+    steps = train_config.total_steps(config)
+    images, tokens = example_inputs(model.config)
     abstract_variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), images, tokens)
     optimizer, lr = make_optimizer(config.optim, abstract_variables["params"], steps)
 
@@ -184,9 +127,10 @@ def build(config: ml_collections.ConfigDict) -> Setup:
 
     abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0))
     shardings = tree_shardings(abstract, mesh, [tuple(r) for r in config.sharding_rules])
-    options = StepOptions(model, optimizer, lr, config.loss, mesh, config.seed, config.get("accumulation_steps", 1))
+    options = StepOptions(model, optimizer, lr, config.loss, mesh, config.seed, config.accumulation_steps)
     return Setup(config, model, mesh, options, steps, abstract, shardings, config.batch_size // jax.process_count(),
-                 meta_for(config.model, model.config, run=run_contract(config)),
+                 meta_for(config.model, model.config, run=run_contract(config), loss=config.loss,
+                          scoring=model.scoring),
                  init_state=jax.jit(init_state, out_shardings=shardings))
 
 
@@ -200,10 +144,8 @@ def train_step(state: TrainState, batch: dict, options: StepOptions) -> tuple[Tr
     loss, metrics, batch_stats, grads = grad_fn(state.params, state.batch_stats, batch, rng)
     updates, opt_state = options.optimizer.update(grads, state.opt_state, state.params)
     params = flax.core.unfreeze(jax.tree.map(lambda p, u: p + u, state.params, updates))
-    if options.model.config.family == "clip":
-        # The paper's cap: the logits are never scaled by more than 100 (SigLIP has none:
-        # its released models have scales above 100).
-        params["logit_scale"] = jnp.clip(params["logit_scale"], 0.0, LOGIT_SCALE_MAX)
+    # The scoring rule's range (softmax: the paper's cap at 100; sigmoid: none).
+    params["logit_scale"] = options.model.scoring_rule.clamp(params["logit_scale"])
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(grads)))
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
@@ -242,7 +184,7 @@ def default_data(setup: Setup, seed: int):
     from clip_jax import data
 
     config = setup.config
-    options = {"uint8_images": True, **config.data.get("options", {})}
+    options = config.data.options.to_dict()
     return data.train_iterator(
         config.data.train,
         batch_size=setup.local_batch_size,
@@ -251,7 +193,7 @@ def default_data(setup: Setup, seed: int):
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         context_length=setup.model.config.text.context_length,
-        image_style=setup.model.config.family,
+        family=setup.model.config.family,
         **options,
     )
 
@@ -270,7 +212,7 @@ def initial_state(setup: Setup, checkpointer: Checkpointer):
         return state, positions
     # 'rbg' keys compile a model's many initialisers faster than threefry.
     state = setup.init_state(jax.random.key(config.seed, impl="rbg"))
-    if config.get("init_from"):
+    if config.init_from:
         from clip_jax.convert import read_checkpoint
 
         model_config, variables = read_checkpoint(config.init_from)
@@ -325,7 +267,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
     setup = build(config)
     with contextlib.ExitStack() as stack:
         checkpointer = stack.enter_context(contextlib.closing(Checkpointer.for_workdir(
-            workdir, keep=config.keep_checkpoints, asynchronous=config.get("async_checkpoints", True))))
+            workdir, keep=config.keep_checkpoints, asynchronous=config.async_checkpoints)))
         state, positions = initial_state(setup, checkpointer)
         iterator = (data_fn or default_data)(setup, config.seed)
         if positions is not None:
@@ -358,7 +300,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
             if stop:
                 logging.warning("preempted (SIGTERM): saved step %d, exiting", step)
                 break
-            if config.get("evals") and itstime(step, config.eval_every, last):
+            if config.evals and itstime(step, config.eval_every, last):
                 writer.write(step, evaluate(setup, state))
     return state
 
@@ -366,15 +308,14 @@ def train(config: ml_collections.ConfigDict, workdir: str,
 def text_trimmer(config, mesh, model_config=None) -> Callable[[dict], dict] | None:
     """Cut each batch's tokens after its last EOT (`trim_after_eot`: the same loss and
     gradients, less text-tower work): always, never, or ("auto") where that is safe.
-    Only CLIP's causal text tower allows it (SigLIP's reads its padding)."""
-    mode = config.get("trim_text", "auto")
-    if model_config is not None and model_config.family != "clip":
+    Only families whose text tower allows it (CLIP's causal one; SigLIP's reads its padding)."""
+    mode = config.trim_text
+    if model_config is not None and not family_of(model_config).trims_text:
         return None
     if mode == "never" or (mode == "auto" and not trimming_is_safe(mesh)):
         return None
-    from clip_jax.models.text import trim_after_eot
-
-    return lambda batch: {**batch, "tokens": trim_after_eot(batch["tokens"])}
+    family = family_of(model_config or "clip")
+    return lambda batch: {**batch, "tokens": family.trim_text(batch["tokens"])}
 
 
 def trimming_is_safe(mesh) -> bool:
@@ -394,7 +335,7 @@ def evaluate(setup: Setup, state: TrainState) -> dict:
     if setup.model.config.vision.is_resnet:
         variables["batch_stats"] = state.batch_stats
     results = run_evals(setup.model, variables, setup.config.evals,
-                        tokenizer=setup.config.data.get("options", {}).get("tokenizer"))
+                        tokenizer=setup.config.data.options.tokenizer)
     logging.info("step %d evaluation: %s", int(state.step), results)
     return results
 

@@ -9,7 +9,7 @@
 Append ",runlocal" (e.g. `beyond.py:siglip,runlocal`) for a 3-step CPU smoke run on demo data
 with the tiny model.  Data: set --config.data.train.
 """
-from clip_jax.configs import paper_config
+from clip_jax.train_config import paper_config
 
 VARIANTS = ("ring", "siglip", "accum", "flip", "lit")
 

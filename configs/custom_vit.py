@@ -17,9 +17,9 @@ import os
 
 import ml_collections
 
-from clip_jax.configs import config_file
+from clip_jax.train_config import config_file
 
-# The demo's recipe (data, schedule, evaluation, "smoke"); only the model differs.
+# The demo's recipe (data, schedule, evaluation, "runlocal"); only the model differs.
 demo = config_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo.py"))
 
 

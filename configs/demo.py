@@ -2,6 +2,7 @@
 then evaluated zero-shot on colour+shape combinations it never saw in training.
 
     python train.py --config configs/demo.py --workdir /tmp/clip_demo
+    python train.py --config configs/demo.py:runlocal --workdir /tmp/clip_demo_4  # 4 steps
 
 Data: `demo:train` (clip_jax.data.demo): captions like "two small red circles on the
 left"; four colour+shape pairs are held out of training.  The final evaluation asks
@@ -10,7 +11,7 @@ of the held-out pairs only (chance: 1/18 = 5.6%).
 """
 import ml_collections
 
-from clip_jax.configs import base_config
+from clip_jax.train_config import base_config
 
 
 def get_config(arg=None):
@@ -30,9 +31,9 @@ def get_config(arg=None):
     config.evals = (ml_collections.ConfigDict(dict(
         name="heldout_zeroshot", task="zeroshot", data="demo:heldout", templates=("{}",), batch_size=250,
     )),)
-    if arg == "smoke":  # for tests: a few steps
+    if arg == "runlocal":  # a few steps, for tests and a first look
         config.total_steps, config.batch_size, config.log_every = 4, 16, 2
         config.checkpoint_every = config.eval_every = 4
     elif arg:
-        raise ValueError(f"unknown config argument {arg!r}; valid: 'smoke' or none")
+        raise ValueError(f"unknown config argument {arg!r}; valid: 'runlocal' or none")
     return config

@@ -5,7 +5,7 @@
 
 Smoke run on CPU: python train.py --config configs/rn50x4.py:runlocal --workdir /tmp/rn50x4
 """
-from clip_jax.configs import paper_config
+from clip_jax.train_config import paper_config
 
 
 def get_config(arg=None):

@@ -11,11 +11,12 @@ and feeds images as SigLIP was trained (squashed to the model's size, scaled to 
 Append ",lit" to lock the image tower (LiT: only the text tower learns), ",runlocal"
 for a 3-step CPU smoke run on demo data (e.g. `siglip_finetune.py:/ckpt/siglip,lit,runlocal`).
 """
-from clip_jax.configs import base_config, shrink_to_local_run
 from clip_jax.convert import hf
-from clip_jax.models import name_of
+from clip_jax.models import family_of, name_of
+from clip_jax.train_config import base_config, shrink_to_local_run
 
 OPTIONS = ("lit", "runlocal")
+TUNES = ("siglip",)  # the model families this recipe is for
 
 
 def get_config(arg=None):
@@ -25,13 +26,13 @@ def get_config(arg=None):
                          f"{', '.join(',' + o for o in OPTIONS)}")
     architecture = hf.read_config(folder)
     name = name_of(architecture)
-    if architecture.family != "siglip" or name is None:
+    if architecture.family not in TUNES or name is None:
         raise ValueError(f"{folder} holds {'an unregistered' if name is None else name} architecture; this config "
                          "fine-tunes the registered SigLIP ones (siglip-*, siglip2-*)")
     config = base_config()
     config.model = name
     config.init_from = folder
-    config.loss = "sigmoid"  # on the device ring: memory local x local
+    config.loss = family_of(architecture).scoring  # "sigmoid": on the device ring, memory local x local
     config.data.options.tokenizer = f"{architecture.text.tokenizer}:{folder}"
     config.batch_size = 4096
     config.total_steps = 5000

@@ -9,7 +9,7 @@ init_from must hold ViT-L/14@336px-shaped weights (the 224 px model's positional
 embedding interpolated to 24x24+1 positions).
 Smoke run on CPU: python train.py --config configs/vit_l14_336.py:runlocal --workdir /tmp/l14_336
 """
-from clip_jax.configs import paper_config
+from clip_jax.train_config import paper_config
 
 
 def get_config(arg=None):

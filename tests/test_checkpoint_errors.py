@@ -11,8 +11,8 @@ import pytest
 
 import clip_jax
 from clip_jax.convert import CheckpointFormatError
-from clip_jax.convert.openai import variables_to_state_dict
 from clip_jax.convert.safetensors_io import save_safetensors
+from clip_jax.convert.table import variables_to_state_dict
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ def test_beyond_configs(variant):
 
 def test_demo_config():
     assert build(load("demo")).total_steps == 1000
-    with pytest.raises(ValueError, match="smoke"):
+    with pytest.raises(ValueError, match="runlocal"):
         load("demo", "fast")
 
 
@@ -35,6 +35,6 @@ def test_custom_vit_config():
     setup = build(config)
     assert setup.model.config.vision.width == config.model.vision.width == 96
     assert setup.meta["model"] == "custom" and setup.meta["model_config"]["act"] == "gelu"
-    assert build(load("custom_vit", "smoke")).total_steps == 4
-    with pytest.raises(ValueError, match="smoke"):
+    assert build(load("custom_vit", "runlocal")).total_steps == 4
+    with pytest.raises(ValueError, match="runlocal"):
         load("custom_vit", "fast")

@@ -105,8 +105,8 @@ def test_a_bare_state_dict_with_its_model_config_json(custom, tmp_path, caplog):
     model, variables = custom
     weights = str(tmp_path / "weights" / "tiny.safetensors")
     os.makedirs(os.path.dirname(weights))
-    from clip_jax.convert.openai import variables_to_state_dict
     from clip_jax.convert.safetensors_io import save_safetensors
+    from clip_jax.convert.table import variables_to_state_dict
 
     save_safetensors(weights, variables_to_state_dict(variables, model.config), {"format": "pt"})
     config_file = tmp_path / "tiny-gelu.json"
@@ -138,8 +138,8 @@ def test_weights_that_do_not_fit_the_config_beside_them(custom, tmp_path):
     model, variables = custom
     clip_jax.export_checkpoint(model, variables, str(tmp_path / "custom.safetensors"), "open_clip")
     other = clip_jax.create_model("tiny-vit")
-    from clip_jax.convert.openai import variables_to_state_dict
     from clip_jax.convert.safetensors_io import save_safetensors
+    from clip_jax.convert.table import variables_to_state_dict
 
     stray = str(tmp_path / "stray.safetensors")
     save_safetensors(stray, variables_to_state_dict(clip_jax.init_variables(other), other.config), {"format": "pt"})

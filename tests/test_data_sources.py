@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 from clip_jax import data
+from clip_jax.data import dataset_spec as spec_lib
 from clip_jax.data import sources
-from clip_jax.data import spec as spec_lib
 from tests.helpers.data import captioned_shards, jpeg, truncate, write_tar
 from tests.helpers.runtime import load_file
 

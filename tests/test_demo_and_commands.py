@@ -15,7 +15,7 @@ def run(*args, timeout=600):
 
 def test_train_then_eval_the_workdir(tmp_path):
     workdir = str(tmp_path / "demo")
-    done = run("train.py", "--config", "configs/demo.py:smoke", "--workdir", workdir)
+    done = run("train.py", "--config", "configs/demo.py:runlocal", "--workdir", workdir)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "heldout_zeroshot/top1" in done.stdout
     output = tmp_path / "r.json"
@@ -28,13 +28,13 @@ def test_train_then_eval_the_workdir(tmp_path):
 
 
 def test_unknown_config_key_is_rejected_before_training(tmp_path):
-    done = run("train.py", "--config", "configs/demo.py:smoke", "--workdir", str(tmp_path), "--config.optim.lrr=1")
+    done = run("train.py", "--config", "configs/demo.py:runlocal", "--workdir", str(tmp_path), "--config.optim.lrr=1")
     assert done.returncode != 0 and "lrr" in done.stderr
     assert not os.path.exists(tmp_path / "checkpoints")
 
 
 def test_wrong_type_for_a_config_key(tmp_path):
-    done = run("train.py", "--config", "configs/demo.py:smoke", "--workdir", str(tmp_path),
+    done = run("train.py", "--config", "configs/demo.py:runlocal", "--workdir", str(tmp_path),
                "--config.optim.lr=fast")
     assert done.returncode != 0 and "lr" in done.stderr
 

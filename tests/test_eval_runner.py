@@ -12,6 +12,7 @@ import clip_jax
 from clip_jax import data
 from clip_jax.evaluation import features as features_lib
 from clip_jax.evaluation import prompts, run_evals, runner, suite_evals, zeroshot
+from clip_jax.evaluation.metrics import classification_metrics
 from tests.helpers.evaluation import _png, class_image, folder_dataset, labelled_csv, labelled_wds
 from tests.helpers.runtime import ROOT
 
@@ -115,7 +116,7 @@ def test_zeroshot_class_subset(tiny, tmp_path):
     assert a == b and a["eval/s/examples"] == 9
     feats = features_lib.extract(model, variables, data.eval_batches(own, batch_size=16, image_size=32))
     weights = zeroshot.classifier_weights(model, variables, [names[i] for i in subset], spec["templates"])
-    direct = runner.classification_metrics(zeroshot.zero_shot_scores(feats.images, weights), feats.labels, 3)
+    direct = classification_metrics(zeroshot.zero_shot_scores(feats.images, weights), feats.labels, 3)
     assert a["eval/s/top1"] == pytest.approx(direct["top1"]) and "eval/s/top5" not in a  # 3 classes
     with pytest.raises(ValueError, match="must index either all 6 classes or the 3 of the subset"):
         runner.check(model, {**spec, "data": _subset_folder(str(tmp_path / "four"), ["a", "b", "c", "d"], rows[:1])})

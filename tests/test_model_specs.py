@@ -84,14 +84,14 @@ def test_unknown_names_and_missing_files():
 
 
 def test_training_configs_take_all_three_forms(tmp_path):
-    """config.model is declared with any type (clip_jax/configs.py), so a config file or the
+    """config.model is declared with any type (clip_jax/train_config.py), so a config file or the
     command line can set a name, a ConfigDict of dimensions or a JSON path; build() (shapes
     only, nothing compiled) makes the model and the checkpoint metadata from each."""
     open_clip_json = tmp_path / "model.json"
     open_clip_json.write_text(json.dumps(to_open_clip(EXPECTED)))
     for spec, label in (("tiny-vit", "tiny-vit"), (ml_collections.ConfigDict(DIMS), "custom"),
                         (str(open_clip_json), str(open_clip_json))):
-        config = load_config("demo", "smoke")
+        config = load_config("demo", "runlocal")
         config.model = spec
         setup = build(config)
         assert setup.meta["model"] == label
@@ -115,7 +115,7 @@ def test_custom_architecture_round_trip_without_registration(tmp_path):
     command line); then load_checkpoint(workdir), eval.py on the workdir and
     clip_jax.convert to open_clip, whose export open_clip loads by itself."""
     workdir = str(tmp_path / "custom")
-    _run("train.py", "--config", "configs/custom_vit.py:smoke", "--workdir", workdir, "--config.model.text.layers=2")
+    _run("train.py", "--config", "configs/custom_vit.py:runlocal", "--workdir", workdir, "--config.model.text.layers=2")
     expected = resolve_config({**load_config("custom_vit").model.to_dict(),
                                "text": {**load_config("custom_vit").model.text.to_dict(), "layers": 2}})
     assert name_of(expected) is None  # nothing in the registry describes it
@@ -142,3 +142,27 @@ def test_custom_architecture_round_trip_without_registration(tmp_path):
     ours = (np.asarray(clip_jax.encode_image(model, variables, images)),
             np.asarray(clip_jax.encode_text(model, variables, tokens)))
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(ours, theirs)) <= 1e-4
+
+
+def test_every_tower_honours_mlp_ratio_or_rejects_it(tmp_path):
+    """text.mlp_ratio sizes CLIP's text MLP (and travels through open_clip and Hugging Face
+    configs and files); a ModifiedResNet has no MLP, so a ratio other than 4 is an error."""
+    from clip_jax.models.families.clip_naming import config_from_hf, config_to_hf
+
+    dims = json.loads(json.dumps(DIMS))
+    dims["text"]["mlp_ratio"] = 2.0
+    model = clip_jax.create_model(dims)
+    variables = clip_jax.init_variables(model)
+    assert variables["params"]["text"]["transformer"]["blocks"]["mlp"]["c_fc"]["kernel"].shape == (2, 64, 128)
+    assert resolve_config(to_open_clip(model.config)) == model.config
+    hf = config_to_hf(model.config, 1.0)
+    assert hf["text_config"]["intermediate_size"] == 128 and config_from_hf(hf) == model.config
+    for format, path in (("open_clip", tmp_path / "oc"), ("hf", tmp_path / "hf")):
+        again, loaded = clip_jax.load_checkpoint(clip_jax.export_checkpoint(model, variables, str(path), format))
+        assert again.config == model.config, format
+        np.testing.assert_array_equal(loaded["params"]["text"]["transformer"]["blocks"]["mlp"]["c_fc"]["kernel"],
+                                      variables["params"]["text"]["transformer"]["blocks"]["mlp"]["c_fc"]["kernel"])
+    resnet = {"embed_dim": 32, "vision": {"layers": [1, 1, 1, 1], "image_size": 64, "width": 16, "mlp_ratio": 2.0},
+              "text": {"width": 64, "heads": 2, "layers": 1}}
+    with pytest.raises(ValueError, match="vision.mlp_ratio=2.0: a ModifiedResNet has no MLP blocks"):
+        resolve_config(resnet)

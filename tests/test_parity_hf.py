@@ -35,7 +35,7 @@ def ours(model, variables, images, tokens):
 
 
 def hf_config_for(name: str):
-    from clip_jax.convert.hf import config_to_hf
+    from clip_jax.models.families.clip_naming import config_to_hf
 
     cfg = config_to_hf(clip_jax.get_config(name), 2.6592)
     return transformers.CLIPConfig(text_config=cfg["text_config"], vision_config=cfg["vision_config"],

@@ -53,7 +53,7 @@ def shards(tmp_path_factory):
 
 
 def train_args(workdir, spec, *extra):
-    return ["--config", "configs/demo.py:smoke", "--workdir", str(workdir), f"--config.data.train={spec}",
+    return ["--config", "configs/demo.py:runlocal", "--workdir", str(workdir), f"--config.data.train={spec}",
             f"--config.total_steps={STEPS}", "--config.batch_size=16", "--config.checkpoint_every=2",
             "--config.log_every=1", "--config.keep_checkpoints=3", "--config.evals=()", "--config.optim.lr=0.002",
             "--config.optim.warmup_steps=2", "--config.data.options.units_per_block=1",

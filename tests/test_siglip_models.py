@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import clip_jax
-from clip_jax.convert.siglip import config_to_hf
-from clip_jax.models import MODELS
+from clip_jax.models import MODELS, check_config, family_of
+from clip_jax.models.families.siglip_naming import config_to_hf
 
-SIGLIP_NAMES = sorted(n for n, c in MODELS.items() if c.family == "siglip" and not n.startswith("tiny"))
+SIGLIP_NAMES = sorted(n for n in MODELS if n.startswith(("siglip-", "siglip2-")))
 
 
 def count(tree) -> int:
@@ -33,7 +33,8 @@ def test_registered_names():
     assert set(SIGLIP_NAMES) == expected
     for name in SIGLIP_NAMES:
         config = MODELS[name]
-        assert config.act == "gelu_tanh" and config.layer_norm_eps == 1e-6 and config.embed_dim == config.vision.width
+        assert config.act == "gelu_tanh" and family_of(config).layer_norm_eps == 1e-6
+        assert config.embed_dim == config.vision.width
         text = (256_000, "gemma") if name.startswith("siglip2") else (32_000, "siglip")
         assert (config.text.vocab_size, config.text.tokenizer) == text
         # SigLIP so400m/14 at 224 px was trained on 16-token texts; every other model on 64.
@@ -149,10 +150,10 @@ def test_patch_dropout_keeps_a_subset_of_patches(tiny):
 def test_config_checks():
     config = MODELS["tiny-siglip"]
     with pytest.raises(ValueError, match="embed_dim must equal it"):
-        dataclasses.replace(config, embed_dim=32)
+        check_config(dataclasses.replace(config, embed_dim=32))
     with pytest.raises(ValueError, match="unknown model family 'align'"):
-        dataclasses.replace(config, family="align")
+        check_config(dataclasses.replace(config, family="align"))
     with pytest.raises(ValueError, match="unknown tokenizer 'wordpiece'"):
-        dataclasses.replace(config, text=dataclasses.replace(config.text, tokenizer="wordpiece"))
+        check_config(dataclasses.replace(config, text=dataclasses.replace(config.text, tokenizer="wordpiece")))
     restored = type(config).from_json(config.to_json())
     assert restored == config

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import clip_jax  # noqa: E402
-from clip_jax.convert.siglip import config_to_hf  # noqa: E402
+from clip_jax.models.families.siglip_naming import config_to_hf  # noqa: E402
 from tests.helpers.oracles import max_diff, perturb_torch_model  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -232,8 +232,8 @@ def test_big_vision_npz(reference, scratch):
 def test_published_npz_shapes_get_registered_names():
     """A full-depth .npz of a published shape loads as that name (heads, 384 px with 27 x 27
     patches of 14): checked through the shape inference alone, on zero-filled arrays."""
-    from clip_jax.convert import siglip
-    from clip_jax.convert.openai import expected_shapes
+    from clip_jax.convert.table import expected_shapes
+    from clip_jax.models.families import siglip_naming as siglip
 
     for name in ("siglip-so400m-patch14-384", "siglip2-base-patch16-256"):
         config = clip_jax.get_config(name)

@@ -47,11 +47,11 @@ def test_preprocess_matches_siglip_image_processor(size):
     processor = transformers.SiglipImageProcessor(size={"height": size, "width": size}, do_convert_rgb=True)
     for name, image in awkward_images().items():
         theirs = processor(image, return_tensors="np")["pixel_values"][0].transpose(1, 2, 0)
-        ours = clip_jax.preprocess(image, size, style="siglip")
+        ours = clip_jax.preprocess(image, size, family="siglip")
         assert ours.shape == (size, size, 3) and ours.dtype == np.float32
         np.testing.assert_allclose(ours, theirs, atol=1e-6, err_msg=name)
-    with pytest.raises(ValueError, match="unknown preprocessing style 'vit'"):
-        clip_jax.preprocess(image, size, style="vit")
+    with pytest.raises(ValueError, match="unknown model family 'vit' for preprocessing"):
+        clip_jax.preprocess(image, size, family="vit")
 
 
 def test_eval_pipeline_siglip_transform_matches_preprocess(tmp_path):
@@ -65,9 +65,9 @@ def test_eval_pipeline_siglip_transform_matches_preprocess(tmp_path):
             continue  # PNG has no CMYK
         path = tmp_path / f"{name}.png"
         image.save(path)
-        got = image_ops.eval_image(tf.constant(path.read_bytes()), 48, style="siglip").numpy()
+        got = image_ops.eval_image(tf.constant(path.read_bytes()), 48, family="siglip").numpy()
         with Image.open(path) as reopened:
-            expected = clip_jax.preprocess(reopened, 48, style="siglip")
+            expected = clip_jax.preprocess(reopened, 48, family="siglip")
         # PIL and the two-pass TF resize agree to a few levels of 255 (test_data_pipeline.py).
         assert np.abs(got - expected).max() * 127.5 <= 4, name
 
@@ -101,7 +101,7 @@ def test_zero_shot_probabilities_equal_transformers_end_to_end(tiny_folder):
     templates = default_templates(model.config)
     assert templates == ["This is a photo of {}."] == [DEFAULT_TEMPLATES["siglip"]]
     images = list(awkward_images().values())
-    features = clip_jax.encode_image(model, variables, clip_jax.preprocess_batch(images, 32, style="siglip"))
+    features = clip_jax.encode_image(model, variables, clip_jax.preprocess_batch(images, 32, family="siglip"))
     weights = classifier_weights(model, variables, names, templates, tokenizer=str(tiny_folder))
     ours = zero_shot_probabilities(model, variables, features, weights)
 

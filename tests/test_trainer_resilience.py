@@ -21,7 +21,7 @@ OVERRIDES = [f"--config.total_steps={STEPS}", "--config.checkpoint_every=1", "--
 
 
 def command(workdir):
-    return [sys.executable, "train.py", "--config", "configs/demo.py:smoke", "--workdir", str(workdir), *OVERRIDES]
+    return [sys.executable, "train.py", "--config", "configs/demo.py:runlocal", "--workdir", str(workdir), *OVERRIDES]
 
 
 def env():

@@ -13,7 +13,7 @@ import os
 
 from clip_jax.models import CLIPConfig
 from clip_jax.models.open_clip_config import to_open_clip
-from clip_jax.models.spec import read_json, resolve_config
+from clip_jax.models.resolve import read_json, resolve_config
 from clip_jax.preprocess import MEAN, STD
 
 CONFIG_FILE = "open_clip_config.json"

@@ -13,17 +13,13 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from clip_jax.convert.torch_archive import CheckpointFormatError
+from clip_jax.models.families.naming import contiguous
 
 DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
 }
 MAX_HEADER_BYTES = 100 * 2**20
-
-
-def contiguous(array) -> np.ndarray:
-    """A C-contiguous copy or view that keeps 0-d arrays 0-d (np.ascontiguousarray does not)."""
-    return np.require(np.asarray(array), requirements="C")
 
 
 def read_header(path: str) -> tuple[int, dict]:

@@ -12,11 +12,11 @@ Modules: spec (spec strings), sources (one reader per kind; owns the fault codes
 image_ops and text_ops (in-graph decode, crops, tokenisation), pipeline (train and eval),
 demo (synthetic
 data with held-out attribute combinations), wds_writer (writing shards, for data/ tools).
-Spec syntax: see clip_jax.data.spec.
+Spec syntax: see clip_jax.data.dataset_spec.
 """
+from clip_jax.data.dataset_spec import parse as parse_spec
 from clip_jax.data.pipeline import TrainIterator, class_names, dataset_labels, eval_batches, train_iterator
 from clip_jax.data.sources import open_sources
-from clip_jax.data.spec import parse as parse_spec
 from clip_jax.preprocess import normalize_images
 
 __all__ = [

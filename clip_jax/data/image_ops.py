@@ -23,16 +23,18 @@
   (horizontal, round to uint8, vertical, round to uint8), so results match PIL to 1 level in
   most cases; Pillow 13 sometimes runs the vertical pass first, and then edges and noise can
   differ by more (tests/test_data_pipeline.py measures it).  JPEGs use the accurate integer
-  IDCT, as PIL.  `normalize` then applies CLIP's mean and std.
-- `style="siglip"` (a SigLIP model's family): evaluation resizes the whole image to
-  size x size (no crop, as transformers' SiglipImageProcessor), and both transforms
-  normalise to [-1, 1] (clip_jax.preprocess.NORMALIZATION).
+  IDCT, as PIL.  `normalize` then applies the family's mean and std.
+- `family` names the model family, whose `resize` and normalisation these follow: a
+  "squash" family (SigLIP) is resized whole to size x size in evaluation (no crop, as
+  transformers' SiglipImageProcessor), and normalised with its own mean and std
+  (clip_jax.preprocess.normalization).
 """
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
+from clip_jax.models.families import get_family
 from clip_jax.preprocess import pixel_affine
 
 DEFAULT_RATIO = (3 / 4, 4 / 3)
@@ -65,15 +67,15 @@ def _to_pixels(image: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(tf.round(image), 0.0, 255.0)
 
 
-def normalize(pixels: tf.Tensor, style: str = "clip") -> tf.Tensor:
-    """Pixel values in [0, 255] (uint8 or float) [..., 3] -> float32 normalised for `style`
-    (CLIP's mean and std, or SigLIP's [-1, 1]).
+def normalize(pixels: tf.Tensor, family: str = "clip") -> tf.Tensor:
+    """Pixel values in [0, 255] (uint8 or float) [..., 3] -> float32 normalised for `family`
+    (the family's mean and std: CLIP's, or SigLIP's [-1, 1]).
 
     With a static shape the per-channel constants are laid out in that shape: TF's CPU
     kernels broadcast a [3] vector over an image several times slower than they apply
     same-shape operands."""
     pixels = tf.cast(pixels, tf.float32)
-    scale, offset = pixel_affine(style)
+    scale, offset = pixel_affine(family)
     if pixels.shape.is_fully_defined():
         scale, offset = (np.ascontiguousarray(np.broadcast_to(v, pixels.shape)) for v in (scale, offset))
     return pixels * tf.constant(scale) + tf.constant(offset)
@@ -126,9 +128,9 @@ def train_pixels(data: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), 
 
 
 def train_image(data: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), ratio=DEFAULT_RATIO,
-                transform: str = "fast", style: str = "clip") -> tf.Tensor:
-    """Random resized crop of encoded bytes -> float32 [size, size, 3], normalised for `style`."""
-    return normalize(train_pixels(data, size, seed, scale, ratio, transform), style)
+                transform: str = "fast", family: str = "clip") -> tf.Tensor:
+    """Random resized crop of encoded bytes -> float32 [size, size, 3], normalised for `family`."""
+    return normalize(train_pixels(data, size, seed, scale, ratio, transform), family)
 
 
 def dct_scale(extent: tf.Tensor, size: int) -> tf.Tensor:
@@ -237,14 +239,14 @@ def resize_bicubic(image: tf.Tensor, box: tf.Tensor, size: int) -> tf.Tensor:
 # -- evaluation -------------------------------------------------------------------------
 
 
-def eval_image(data: tf.Tensor, size: int, style: str = "clip") -> tf.Tensor:
+def eval_image(data: tf.Tensor, size: int, family: str = "clip") -> tf.Tensor:
     """Encoded bytes -> float32 [size, size, 3], normalised: CLIP's shorter side + centre
     crop, or SigLIP's resize of the whole image."""
     image = decode_rgb(data)
-    if style == "siglip":
+    if get_family(family).resize == "squash":
         resized = tf.ensure_shape(resize_like_pil(image, tf.constant(size), tf.constant(size)), [size, size, 3])
-        return normalize(resized, style)
-    return normalize(resize_and_center_crop(image, size), style)
+        return normalize(resized, family)
+    return normalize(resize_and_center_crop(image, size), family)
 
 
 def resize_like_pil(image: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:

@@ -28,8 +28,8 @@ gap they leave in m.  Counters travel
 with the batches, like the positions, so `stats()` is exact for the batches delivered.
 
 Images: the training crop (image_ops.train_pixels, transform "fast" or "exact") travels
-as uint8; `uint8_images=False` (the default) normalises it with CLIP's mean and std into
-float32 batches, `uint8_images=True` batches the uint8 pixels and leaves that to the
+as uint8; `uint8_images=False` (the default) normalises it with the model family's mean and std
+(`family`) into float32 batches, `uint8_images=True` batches the uint8 pixels and leaves that to the
 consumer (clip_jax.preprocess.normalize_images inside the jitted step: a quarter of the bytes
 cross to the device).
 
@@ -52,7 +52,7 @@ from clip_jax.data import image_ops, text_ops
 from clip_jax.data import order as order_lib
 from clip_jax.data import sources as sources_lib
 from clip_jax.data.sources import FAULT_CAPTION, FAULT_IMAGE, FAULT_NONE, FAULT_SHARD
-from clip_jax.preprocess import check_style
+from clip_jax.preprocess import normalization
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class TrainIterator:
         process_count: int = 1,
         context_length: int = 77,
         tokenizer: str = "bpe",
-        image_style: str = "clip",
+        family: str = "clip",
         crop_scale: tuple[float, float] = (0.9, 1.0),
         shuffle_buffer: int = 10_000,
         epochs: int | None = None,
@@ -209,8 +209,8 @@ class TrainIterator:
         self.units_per_block, self.num_threads, self.prefetch = units_per_block, num_threads, prefetch
         self.train_transform, self.uint8_images = train_transform, bool(uint8_images)
         self.trace_dir = trace_dir
-        check_style(image_style)
-        self.image_style = image_style
+        normalization(family)  # an unknown family fails here, before any reading
+        self.family = family
         self.tokenize = text_ops.graph_tokenizer(tokenizer, context_length)
         self.sources = sources_lib.open_sources(spec)
         weights = np.array([s.spec.weight for s in self.sources], np.float64)
@@ -403,7 +403,7 @@ class TrainIterator:
             lambda: tf.zeros([self.image_size, self.image_size, 3], tf.uint8),
         )
         if not self.uint8_images:
-            image = image_ops.normalize(image, self.image_style)  # per example, while the crop is in cache
+            image = image_ops.normalize(image, self.family)  # per example, while the crop is in cache
         choice = tf.random.stateless_uniform(
             [], tf.random.experimental.stateless_fold_in(seed, 2), 0, tf.maximum(num_captions, 1), tf.int32
         )
@@ -447,7 +447,7 @@ def eval_batches(
     context_length: int = 77,
     tokenizer: str | None = None,
     num_threads: int | None = None,
-    image_style: str = "clip",
+    family: str = "clip",
 ) -> Iterator[dict]:
     """Every example once, in a fixed order, split over hosts; all hosts yield the same count.
 
@@ -457,9 +457,9 @@ def eval_batches(
     int32 [n_captions, context_length] arrays.  Host h takes examples h, h + P, h + 2P, ...
     of the whole stream (every host reads every shard: fine at evaluation scale), and
     pads to ceil(ceil(N / P) / B) batches.  Faulty examples are dropped (and logged).
-    `image_style` is the model's family: "clip" or "siglip" (image_ops.eval_image).
+    `family` is the model's family ("clip", "siglip": image_ops.eval_image).
     """
-    check_style(image_style)
+    normalization(family)
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index must be in [0, {process_count}), got {process_index}")
     if batch_size < 1 or image_size < 1:
@@ -475,7 +475,7 @@ def eval_batches(
 
     def decode(raw):
         return {
-            "image": image_ops.eval_image(raw["image"], image_size, image_style),
+            "image": image_ops.eval_image(raw["image"], image_size, family),
             "label": tf.cast(raw["label"], tf.int32),
             "captions": raw["captions"],
         }

@@ -35,7 +35,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import tensorflow as tf
 
-from clip_jax.data import spec as spec_lib
+from clip_jax.data import dataset_spec as spec_lib
 from clip_jax.data import tar_stream
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from clip_jax import tokenizers
 from clip_jax.inference import encode_image, encode_text
-from clip_jax.models.text import trim_for
+from clip_jax.models import family_of
 
 CACHE_VERSION = 1
 
@@ -96,7 +96,7 @@ def _encode_captions(model, variables, captions: list[list[str]], chunk: int,
         if part:
             tokens[: len(part)] = tokenize(part)
         if jax.process_count() == 1:  # hosts would have to agree on the trimmed length
-            tokens = trim_for(model.config, tokens)
+            tokens = family_of(model).trim_text(tokens)
         # A fixed chunk shape: one compilation however many captions a batch has.
         encoded.append(_encode(lambda m, v, t: encode_text(m, v, t), model, variables, tokens)[: len(part)])
     features = np.concatenate(encoded) if encoded else np.zeros((0, embed), np.float32)

@@ -1,13 +1,14 @@
 """The one interface the trainer (and eval.py) use to run evaluations.
 
 An evaluation is a dict or ConfigDict:
-  name, task ("zeroshot" | "retrieval" | "linear_probe"), data (the dataset spec scored),
+  name, task (a name in clip_jax.evaluation.tasks.TASKS: "zeroshot", "retrieval",
+  "linear_probe"), data (the dataset spec scored),
   batch_size (default 256), image_size (optional: must match the checkpoint),
   cache_dir and checkpoint_id (optional: features are cached when both are set),
   tokenizer (zeroshot, retrieval; optional: the model's own, CLIP's BPE; a SigLIP model
     needs its SentencePiece file or folder, or a spec such as "siglip:PATH");
   zeroshot: templates (shipped key, file, inline '{}' text or a list; default: the
-    model family's, clip_jax.evaluation.zeroshot.DEFAULT_TEMPLATES), class_names
+    model family's default template), class_names
     (shipped key, file or list; default: the dataset's own names), class_subset (a
     shipped subset such as imagenet_a / imagenet_r, a file or a list of indices into
     class_names: only those classes are scored; the dataset's labels may index either
@@ -21,259 +22,17 @@ An evaluation is a dict or ConfigDict:
     lambda (fix the regularisation instead of searching it), warm_start (default False;
     see linear_probe).
 Every input check runs in `validate` (no model needed) and `check` (model, dataset
-headers and labels, no images decoded) before any feature is computed.
+headers and labels, no images decoded) before any feature is computed; each task's are
+its own (clip_jax/evaluation/tasks.py).
 """
 from __future__ import annotations
 
-import re
 from typing import Mapping, Sequence
 
-import jax
-import numpy as np
+from clip_jax.evaluation.tasks import TASKS, check
+from clip_jax.evaluation.tasks import validate_all as validate
 
-from clip_jax import tokenizers
-from clip_jax.evaluation import features as features_lib
-from clip_jax.evaluation.linear_probe import linear_probe
-from clip_jax.evaluation.metrics import classification_metrics
-from clip_jax.evaluation.prompts import resolve_class_names, resolve_class_subset, resolve_templates
-from clip_jax.evaluation.retrieval import flatten_captions, retrieval_metrics
-from clip_jax.evaluation.zeroshot import classifier_weights, default_templates, zero_shot_scores
-
-TASKS = ("zeroshot", "retrieval", "linear_probe")
-
-
-def _label(spec: Mapping) -> str:
-    return f"evaluation {spec.get('name')!r}"
-
-
-def validate(evals: Sequence[Mapping]) -> None:
-    """Errors for malformed evaluation configs (task, templates, class names, options)."""
-    names = [spec.get("name") for spec in evals]
-    if len(set(names)) != len(names) or not all(names):
-        raise ValueError(f"every evaluation needs a distinct name; got {names}")
-    for spec in evals:
-        task = spec.get("task")
-        if task not in TASKS:
-            raise ValueError(f"{_label(spec)}: task {task!r} unknown; valid: {TASKS}")
-        if not spec.get("data"):
-            raise ValueError(f"{_label(spec)}: no data (a dataset spec string)")
-        try:
-            if task == "zeroshot":
-                resolve_templates(spec.get("templates") or "a photo of a {}.")
-                resolve_class_names(spec.get("class_names"))
-                resolve_class_subset(spec.get("class_subset"))
-            if task == "linear_probe":
-                if not spec.get("train_data"):
-                    raise ValueError("linear_probe needs train_data")
-                if spec.get("features", "pre") not in ("pre", "post"):
-                    raise ValueError(f"features must be 'pre' or 'post', got {spec.get('features')!r}")
-                if spec.get("kshot") is not None and int(spec["kshot"]) < 0:
-                    raise ValueError(f"kshot must be positive, got {spec['kshot']}")
-        except ValueError as error:
-            raise ValueError(f"{_label(spec)}: {error}") from error
-
-
-def readable(names: Sequence[str]) -> list[str]:
-    """Dataset label names made prompt-friendly: 'apple_pie' -> 'apple pie',
-    SUN397's '/b/bakery/shop' -> 'bakery shop'."""
-    out = []
-    for name in names:
-        name = re.sub(r"^/?[a-z]/", "", name)
-        out.append(re.sub(r"[_/]+", " ", name).strip())
-    return out
-
-
-def _origin(value) -> str:
-    return repr(value) if isinstance(value, str) else "the list"
-
-
-_WNID = re.compile(r"^n\d{8}$")
-
-
-def _dataset_classes(spec: Mapping, data_spec: str) -> tuple[list[str] | None, np.ndarray | None]:
-    """(the dataset's own class names or None, its labels when cheap to read or None)."""
-    from clip_jax import data
-
-    own = data.class_names(data_spec)
-    return own, (None if own is not None else data.dataset_labels(data_spec))
-
-
-def _label_count(spec: Mapping, own, labels) -> int | None:
-    """The dataset's class count: its own names, else its largest label + 1."""
-    if own is not None:
-        return len(own)
-    if labels is None:
-        return None
-    if not len(labels) or labels.max() < 0:
-        raise ValueError(f"{_label(spec)}: {spec['data']!r} has no labels; zero-shot classification needs "
-                         "labelled data (folder classes, a TFDS ClassLabel, a CSV ?label=COLUMN or .cls members)")
-    return int(labels.max()) + 1
-
-
-def _describe(own, count: int) -> str:
-    return f"{count} classes" if own is not None else f"labels 0..{count - 1} ({count} classes)"
-
-
-def zeroshot_classes(spec: Mapping) -> tuple[list, np.ndarray | None]:
-    """(the class names the classifier scores, a map from dataset labels to their columns
-    or None when labels index the names directly).  Every mismatch of class names, class
-    subset and dataset is an error here, before any feature is computed."""
-    given = resolve_class_names(spec.get("class_names"))
-    subset = resolve_class_subset(spec.get("class_subset"))
-    own, labels = _dataset_classes(spec, spec["data"])
-    count = _label_count(spec, own, labels)
-    names = given if given is not None else (readable(own) if own is not None else None)
-    if names is None:
-        raise ValueError(f"{_label(spec)}: {spec['data']!r} has no class names; set class_names")
-    origin = _origin(spec["class_names"]) if given is not None else "the dataset's own names"
-    check_count = spec.get("check_class_count", True)
-    if subset is None:
-        if given is not None and count is not None and count != len(given) and (own is not None or check_count):
-            raise ValueError(
-                f"{_label(spec)}: {len(given)} class names given in {origin} but {spec['data']!r} has "
-                f"{_describe(own, count)}; the class names must be the dataset's classes in label order"
-                + ("" if own is not None else " (if the data holds only some classes, set check_class_count=False)"))
-        return names, None
-
-    indices, wnids = subset
-    key = spec["class_subset"] if isinstance(spec["class_subset"], str) else f"a list of {len(indices)} indices"
-    if max(indices) >= len(names):
-        raise ValueError(f"{_label(spec)}: class subset {key} indexes class {max(indices)} but the class names "
-                         f"({origin}) are {len(names)}")
-    position = np.full(len(names), -1, np.int64)
-    position[indices] = np.arange(len(indices))
-    if count is None or count == len(names) or (own is None and len(indices) < count <= len(names)):
-        label_map, full = position, True  # labels index every class: map them onto the subset
-    elif count == len(indices) or (own is None and count < len(indices)):
-        label_map, full = None, False  # labels already index the subset
-    else:
-        raise ValueError(
-            f"{_label(spec)}: {spec['data']!r} has {_describe(own, count)}; with class subset {key} "
-            f"({len(indices)} of the {len(names)} class names in {origin}) its labels must index either all "
-            f"{len(names)} classes or the {len(indices)} of the subset"
-        )
-    if wnids is not None and own is not None and all(_WNID.match(n) for n in own):
-        theirs = [own[i] for i in indices] if full else list(own)
-        if theirs != wnids:
-            raise ValueError(f"{_label(spec)}: {spec['data']!r}'s classes are not the wnids of class subset {key}")
-    if labels is not None and label_map is not None:
-        outside = sorted(set(labels[(labels >= 0)].tolist()) - set(indices))
-        if outside:
-            raise ValueError(f"{_label(spec)}: {spec['data']!r} has labels outside class subset {key}: {outside[:10]}")
-    return [names[i] for i in indices], label_map
-
-
-def check(model, spec: Mapping, tokenizer=None) -> dict:
-    """Errors for a checkpoint/dataset mismatch, before any feature is computed; returns
-    what the checks resolved (zero-shot: "classes" and "label_map"; zero-shot and
-    retrieval: "tokenizer", the spec's or else `tokenizer`) for the runner."""
-    expected = model.config.vision.image_size
-    if spec.get("image_size") and int(spec["image_size"]) != expected:
-        raise ValueError(
-            f"{_label(spec)}: image size {spec['image_size']} does not fit the checkpoint, "
-            f"which takes {expected}x{expected} images"
-        )
-    if spec["task"] in ("zeroshot", "retrieval"):
-        try:
-            tokenizer = tokenizers.resolve(model, spec.get("tokenizer") or tokenizer)
-        except ValueError as error:
-            raise ValueError(f"{_label(spec)}: {error}") from error
-    if spec["task"] == "zeroshot":
-        classes, label_map = zeroshot_classes(spec)
-        return {"classes": classes, "label_map": label_map, "tokenizer": tokenizer}
-    if spec["task"] == "retrieval":
-        return {"tokenizer": tokenizer}
-    if spec["task"] == "linear_probe":
-        for key in ("train_data", "val_data", "data"):
-            if spec.get(key):
-                own, labels = _dataset_classes(spec, spec[key])
-                if own is None and labels is not None and (not len(labels) or labels.max() < 0):
-                    raise ValueError(
-                        f"{_label(spec)}: the linear probe needs labelled data; {spec[key]!r} has no labels"
-                    )
-    return {}
-
-
-def _features(
-    model, variables, spec: Mapping, data_spec: str, *, project: bool = True, texts: bool = False, tokenizer=None
-):
-    from clip_jax import data
-
-    size = model.config.vision.image_size
-
-    def compute():
-        batches = data.eval_batches(
-            data_spec,
-            batch_size=int(spec.get("batch_size", 256)),
-            image_size=size,
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-            image_style=model.config.family,
-        )
-        return features_lib.extract(model, variables, batches, project=project, texts=texts, tokenizer=tokenizer)
-
-    cache_dir = spec.get("cache_dir") if spec.get("checkpoint_id") else None
-    key = features_lib.cache_key(
-        checkpoint=spec.get("checkpoint_id"), data=data_spec, image_size=size, project=project, texts=texts
-    )
-    return features_lib.cached(cache_dir, key, compute)
-
-
-def run_zeroshot(model, variables, spec: Mapping, checked: Mapping | None = None) -> dict:
-    checked = checked or check(model, spec)
-    names, label_map = checked["classes"], checked["label_map"]
-    templates = resolve_templates(spec["templates"]) if spec.get("templates") else default_templates(model.config)
-    weights = classifier_weights(model, variables, names, templates, tokenizer=checked["tokenizer"])
-    feats = _features(model, variables, spec, spec["data"])
-    labels = feats.labels
-    if label_map is not None:
-        if len(labels) and (labels.min() < 0 or labels.max() >= len(label_map)):
-            raise ValueError(
-                f"{_label(spec)}: labels range {labels.min()}..{labels.max()} does not fit the "
-                f"{len(label_map)} class names"
-            )
-        labels = label_map[labels]
-        if len(labels) and labels.min() < 0:
-            raise ValueError(f"{_label(spec)}: some labels are outside the class subset")
-    return classification_metrics(zero_shot_scores(feats.images, weights), labels, len(names))
-
-
-def run_retrieval(model, variables, spec: Mapping, checked: Mapping | None = None) -> dict:
-    checked = checked or check(model, spec)
-    feats = _features(model, variables, spec, spec["data"], texts=True, tokenizer=checked["tokenizer"])
-    texts, text_image = flatten_captions(feats.texts, feats.text_mask)
-    return retrieval_metrics(feats.images, texts, text_image, ks=tuple(spec.get("ks", (1, 5, 10))))
-
-
-def run_linear_probe(model, variables, spec: Mapping, checked: Mapping | None = None) -> dict:
-    project = spec.get("features", "pre") == "post"
-    splits = {"train": spec["train_data"], "val": spec.get("val_data"), "test": spec["data"]}
-    feats = {k: _features(model, variables, spec, v, project=project) for k, v in splits.items() if v}
-
-    def x(split):
-        f = feats[split].images
-        return f / np.linalg.norm(f, axis=-1, keepdims=True) if spec.get("normalize") else f
-
-    labels = np.concatenate([f.labels for f in feats.values()])
-    if labels.min() < 0:
-        raise ValueError(f"{_label(spec)}: the linear probe needs labelled data; some examples have none")
-    num_classes = int(labels.max()) + 1
-    return linear_probe(
-        x("train"),
-        feats["train"].labels,
-        x("test"),
-        feats["test"].labels,
-        num_classes,
-        val_x=x("val") if "val" in feats else None,
-        val_y=feats["val"].labels if "val" in feats else None,
-        kshot=spec.get("kshot") or None,
-        seed=int(spec.get("seed", 0)),
-        lam=spec.get("lambda"),
-        warm_start=bool(spec.get("warm_start", False)),
-    )
-
-
-RUNNERS = {"zeroshot": run_zeroshot, "retrieval": run_retrieval, "linear_probe": run_linear_probe}
+__all__ = ["check", "run_evals", "validate"]
 
 
 def run_evals(model, variables, evals: Sequence[Mapping], tokenizer=None) -> dict[str, float]:
@@ -285,6 +44,6 @@ def run_evals(model, variables, evals: Sequence[Mapping], tokenizer=None) -> dic
     checked = [check(model, spec, tokenizer) for spec in evals]
     results = {}
     for spec, resolved in zip(evals, checked):
-        metrics = RUNNERS[spec["task"]](model, variables, spec, resolved)
+        metrics = TASKS[spec["task"]].run(model, variables, spec, resolved)
         results.update({f"eval/{spec['name']}/{k}": v for k, v in metrics.items()})
     return results

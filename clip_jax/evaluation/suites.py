@@ -15,41 +15,48 @@ differently from TFDS.
 """
 from __future__ import annotations
 
-# (eval name, TFDS name:split, shipped prompt key, use the shipped class names)
+
+def _zeroshot(name: str, target: str | None, prompts: str | None = None, shipped_names: bool = False,
+              class_subset: str | None = None) -> dict:
+    """A zero-shot entry: TFDS name:split (None: not in TFDS), the shipped prompt key, and
+    whether the shipped (OpenAI) class names are used instead of the dataset's own."""
+    return {"name": name, "data": target, "templates": prompts, "class_names": prompts if shipped_names else None,
+            **({"class_subset": class_subset} if class_subset else {})}
+
+
 ZEROSHOT_PAPER = [
-    ("food101", "food101:validation", "food101", False),
-    ("cifar10", "cifar10:test", "cifar10", False),
-    ("cifar100", "cifar100:test", "cifar100", False),
-    ("sun397", "sun397/tfds:test", "sun397", False),
-    ("cars", "cars196:test", "cars", False),
-    ("voc2007", None, None, False),  # multi-label detection in TFDS: not a classification set
-    ("dtd", "dtd:test", "dtd", False),
-    ("pets", "oxford_iiit_pet:test", "pets", False),
-    ("caltech101", "caltech101:test", "caltech101", False),
-    ("flowers", "oxford_flowers102:test", "flowers", False),
-    ("mnist", "mnist:test", "mnist", False),
-    ("stl10", "stl10:test", "stl10", False),
-    ("eurosat", "eurosat/rgb:train", "eurosat", False),
-    ("resisc45", "resisc45:train", "resisc45", False),
-    ("pcam", "patch_camelyon:test", "pcam", False),
-    ("imagenet1k", "imagenet2012:validation", "imagenet1k", True),
+    _zeroshot("food101", "food101:validation", "food101"),
+    _zeroshot("cifar10", "cifar10:test", "cifar10"),
+    _zeroshot("cifar100", "cifar100:test", "cifar100"),
+    _zeroshot("sun397", "sun397/tfds:test", "sun397"),
+    _zeroshot("cars", "cars196:test", "cars"),
+    _zeroshot("voc2007", None),  # multi-label detection in TFDS: not a classification set
+    _zeroshot("dtd", "dtd:test", "dtd"),
+    _zeroshot("pets", "oxford_iiit_pet:test", "pets"),
+    _zeroshot("caltech101", "caltech101:test", "caltech101"),
+    _zeroshot("flowers", "oxford_flowers102:test", "flowers"),
+    _zeroshot("mnist", "mnist:test", "mnist"),
+    _zeroshot("stl10", "stl10:test", "stl10"),
+    _zeroshot("eurosat", "eurosat/rgb:train", "eurosat"),
+    _zeroshot("resisc45", "resisc45:train", "resisc45"),
+    _zeroshot("pcam", "patch_camelyon:test", "pcam"),
+    _zeroshot("imagenet1k", "imagenet2012:validation", "imagenet1k", True),
 ]
 
+# ImageNet-A and -R keep the 200 columns of their shipped class subsets (prompts.shipped_subsets).
 IMAGENET_ROBUSTNESS = [
-    ("imagenet1k", "imagenet2012:validation", "imagenet1k", True),
-    ("imagenet_v2", "imagenet_v2:test", "imagenet1k", True),
-    ("imagenet_sketch", "imagenet_sketch:test", "imagenet1k", True),
-    ("imagenet_a", "imagenet_a:test", "imagenet1k", True),
-    ("imagenet_r", "imagenet_r:test", "imagenet1k", True),
+    _zeroshot("imagenet1k", "imagenet2012:validation", "imagenet1k", True),
+    _zeroshot("imagenet_v2", "imagenet_v2:test", "imagenet1k", True),
+    _zeroshot("imagenet_sketch", "imagenet_sketch:test", "imagenet1k", True),
+    _zeroshot("imagenet_a", "imagenet_a:test", "imagenet1k", True, class_subset="imagenet_a"),
+    _zeroshot("imagenet_r", "imagenet_r:test", "imagenet1k", True, class_subset="imagenet_r"),
 ]
-
-# eval name -> shipped class subset (prompts.shipped_subsets)
-CLASS_SUBSETS = {"imagenet_a": "imagenet_a", "imagenet_r": "imagenet_r"}
 
 RETRIEVAL = [
-    ("coco_5k", "coco_captions:test", None, False),
+    {"name": "coco_5k", "data": "coco_captions:test"},
 ]
 
+# suite -> (task, entries: the spec of each evaluation, "data" a TFDS name:split)
 SUITES = {"zeroshot_paper": ("zeroshot", ZEROSHOT_PAPER), "imagenet_robustness": ("zeroshot", IMAGENET_ROBUSTNESS),
           "retrieval": ("retrieval", RETRIEVAL)}
 
@@ -76,7 +83,8 @@ def suite_evals(suite: str, *, data_dir: str | None = None, batch_size: int = 25
         raise ValueError(f"suite {suite!r} unknown; valid: {sorted(SUITES)}")
     task, entries = SUITES[suite]
     evals, skipped = [], {}
-    for name, target, prompts, shipped_names in entries:
+    for entry in entries:
+        name, target = entry["name"], entry["data"]
         if target is None:
             skipped[name] = "no TFDS classification dataset"
             continue
@@ -85,11 +93,5 @@ def suite_evals(suite: str, *, data_dir: str | None = None, batch_size: int = 25
             skipped[name] = reason
             continue
         spec = f"tfds:{target}" + (f"?data_dir={data_dir}" if data_dir else "")
-        entry = {"name": name, "task": task, "data": spec, "batch_size": batch_size}
-        if task == "zeroshot":
-            entry["templates"] = prompts
-            entry["class_names"] = prompts if shipped_names else None
-            if name in CLASS_SUBSETS:
-                entry["class_subset"] = CLASS_SUBSETS[name]
-        evals.append(entry)
+        evals.append({**entry, "task": task, "data": spec, "batch_size": batch_size})
     return evals, skipped

@@ -3,14 +3,15 @@
 Each class's prompts (templates filled with its name) are encoded, L2-normalised,
 averaged and renormalised: the ensemble lives in embedding space.  Images are scored
 by cosine similarity against these class embeddings; top-1, top-5 and mean per-class
-recall are reported (clip_jax.evaluation.metrics).  Probabilities follow each family's
-rule (`zero_shot_probabilities`): CLIP's softmax over the classes, SigLIP's independent
-sigmoid(scale * cos + bias) per class; both rank classes as the cosine does.
+recall are reported (clip_jax.evaluation.metrics).  Probabilities follow the model's
+scoring rule (`zero_shot_probabilities`, clip_jax.models.scoring): a softmax over the
+classes, or an independent sigmoid(scale * cos + bias) per class for models trained with
+the sigmoid loss; both rank classes as the cosine does.
 
 Prompts are tokenised with the model's tokenizer (clip_jax.tokenizers: CLIP's BPE, or a
 SigLIP model's SentencePiece file, which callers pass).  A model's default template is
-the one its authors use: CLIP's "a photo of a {}.", SigLIP's "This is a photo of {}."
-(the SigLIP and SigLIP 2 model cards, transformers' zero-shot pipeline).
+its family's, the one its authors use: CLIP's "a photo of a {}.", SigLIP's "This is a
+photo of {}." (the SigLIP and SigLIP 2 model cards, transformers' zero-shot pipeline).
 """
 from __future__ import annotations
 
@@ -26,18 +27,17 @@ from clip_jax.evaluation.metrics import classification_metrics
 from clip_jax.evaluation.prompts import check_templates, fill
 from clip_jax.evaluation.scores import normalise, scores_with_exact_ties, unique_rows
 from clip_jax.inference import encode_text
-from clip_jax.models import LOGIT_SCALE_MAX
-from clip_jax.models.text import trim_for
+from clip_jax.models import FAMILIES, family_of
 
 __all__ = ["DEFAULT_TEMPLATES", "check_templates", "classifier_weights", "default_templates", "ensemble",
            "zero_shot_probabilities", "zero_shot_scores", "zero_shot_accuracy"]
 
-DEFAULT_TEMPLATES = {"clip": "a photo of a {}.", "siglip": "This is a photo of {}."}  # by model family
+DEFAULT_TEMPLATES = {name: family.default_template for name, family in FAMILIES.items()}  # a view, by family
 
 
 def default_templates(config) -> list[str]:
-    """The one-template default of a model family (module docstring)."""
-    return [DEFAULT_TEMPLATES[config.family]]
+    """The one-template default of a model's family (module docstring)."""
+    return [family_of(config).default_template]
 
 
 def classifier_weights(model, variables, class_names: Sequence, templates: Sequence[str],
@@ -57,14 +57,15 @@ def classifier_weights(model, variables, class_names: Sequence, templates: Seque
     if len(distinct) < len(keys):
         # A class listed twice (OpenAI's ImageNet names have 'missile' and 'sunglasses'
         # twice) gets a copy of the first one's weights: an exact tie, decided by index.
-        weights = classifier_weights(model, variables, [list(k) for k in distinct], templates, batch_size)
+        weights = classifier_weights(model, variables, [list(k) for k in distinct], templates, batch_size,
+                                     tokenizer=encode)
         position = {k: i for i, k in enumerate(distinct)}
         return weights[:, np.array([position[k] for k in keys])]
     synonyms = [list(k) for k in keys]
     prompts = [fill(t, name) for names in synonyms for name in names for t in templates]
     owner = np.repeat(np.arange(len(synonyms)), [len(names) * len(templates) for names in synonyms])
     # Trimmed once for all prompts (the same on every host): one compiled shape.
-    tokens = trim_for(model.config, encode(prompts))
+    tokens = family_of(model).trim_text(encode(prompts))
     features = []
     for start in range(0, len(tokens), batch_size):
         chunk = tokens[start : start + batch_size]
@@ -94,16 +95,11 @@ def zero_shot_scores(image_features, weights) -> np.ndarray:
 
 
 def zero_shot_probabilities(model, variables, image_features, weights) -> np.ndarray:
-    """[N, num_classes] class probabilities by the model's rule: SigLIP's sigmoid(scale *
-    cos + bias), each class on its own; CLIP's softmax of scale * cos over the classes
-    (the scale capped at 100, as in training)."""
-    params = variables["params"]
-    cosine = jnp.asarray(zero_shot_scores(image_features, weights))
-    if model.config.family == "siglip":
-        scale = jnp.exp(jnp.asarray(params["logit_scale"], jnp.float32))
-        return np.asarray(jax.nn.sigmoid(scale * cosine + jnp.asarray(params["logit_bias"], jnp.float32)))
-    scale = jnp.exp(jnp.minimum(jnp.asarray(params["logit_scale"], jnp.float32), LOGIT_SCALE_MAX))
-    return np.asarray(jax.nn.softmax(scale * cosine, axis=-1))
+    """[N, num_classes] class probabilities by the model's scoring rule: sigmoid(scale *
+    cos + bias), each class on its own, or a softmax of scale * cos over the classes (the
+    scale capped at 100, as in training)."""
+    cosine = zero_shot_scores(image_features, weights)
+    return np.asarray(model.scoring_rule.probabilities(cosine, variables["params"]))
 
 
 def zero_shot_accuracy(model, variables, batches: Iterable[Mapping[str, np.ndarray]], weights,

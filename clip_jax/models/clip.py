@@ -1,39 +1,36 @@
-"""The model: an image tower, a text tower and a learnable temperature (and, for SigLIP,
-a learnable logit bias).  `config.family` picks the towers: CLIP's (vit.py / resnet.py,
-text.py) or SigLIP's (siglip.py).
+"""The model: an image tower, a text tower and a learnable temperature (and, for the
+sigmoid scoring rule, a learnable logit bias).  The family (`config.family`,
+clip_jax/models/families/) builds the towers and sets the token contract.
 
 `encode_image` / `encode_text` return projected, unnormalised features as OpenAI's do;
 `__call__` returns both plus the logit scale (log space), leaving the loss to the trainer.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from clip_jax.models.config import CLIPConfig
+from clip_jax.models.architecture import CLIPConfig
+from clip_jax.models.families import family_of
 from clip_jax.models.kernels import Kernels, select_kernels
-from clip_jax.models.resnet import ModifiedResNet
-from clip_jax.models.siglip import SiglipTextTransformer, SiglipVisionTransformer
-from clip_jax.models.text import TextTransformer
-from clip_jax.models.vit import VisionTransformer
-
-LOGIT_SCALE_INIT = math.log(1 / 0.07)
-LOGIT_SCALE_MAX = math.log(100.0)  # the paper's cap: logits never scaled by more than 100
-SIGLIP_LOGIT_SCALE_INIT, SIGLIP_LOGIT_BIAS_INIT = math.log(10.0), -10.0  # SigLIP's temperature and bias
+from clip_jax.models.scoring import ScoringRule, scoring_rule
 
 
 class CLIP(nn.Module):
     config: CLIPConfig
     dtype: Any = jnp.float32  # compute dtype; parameters are always float32
     remat: bool = False
-    logit_scale_init: float = LOGIT_SCALE_INIT  # log space; SigLIP uses log(10)
-    # A learnable logit bias (SigLIP: -10); None: none, except that SigLIP models always
-    # have one (initialised to -10).
+    # The temperature's initial value (log space); None: the scoring rule's.
+    logit_scale_init: float | None = None
+    # The learnable logit bias's initial value; None: the scoring rule's.  The model has
+    # the bias when its scoring rule has one (sigmoid).
     logit_bias_init: float | None = None
+    # How the model scores pairs (clip_jax.models.scoring): "softmax" or "sigmoid";
+    # None: the family's.  Follows the training loss and is saved with checkpoints.
+    scoring: str | None = None
     patch_dropout: float = 0.0  # ViT only: fraction of patches dropped in training (FLIP)
     # The towers' last blocks compute only the pooled token (class / EOT), which is all
     # that reaches the features; True runs them on every token: the same outputs for
@@ -44,110 +41,28 @@ class CLIP(nn.Module):
     kernels: Kernels | None = None
 
     def setup(self):
-        cfg = self.config
-        vision = cfg.vision
-        kernels = self.kernels or select_kernels(dtype=self.dtype, head_dims=head_dims(cfg))
-        if cfg.family == "siglip":
-            self._setup_siglip(kernels)
-            return
-        if vision.is_resnet:
-            self.visual = ModifiedResNet(
-                image_size=vision.image_size,
-                layers=vision.layers,
-                width=vision.width,
-                num_heads=vision.num_heads,
-                output_dim=cfg.embed_dim,
-                remat=self.remat,
-                dtype=self.dtype,
-                kernels=kernels,
-            )
-        else:
-            self.visual = VisionTransformer(
-                image_size=vision.image_size,
-                patch_size=vision.patch_size,
-                width=vision.width,
-                layers=vision.layers,
-                num_heads=vision.num_heads,
-                mlp_dim=vision.mlp_dim,
-                output_dim=cfg.embed_dim,
-                act=cfg.act,
-                remat=self.remat,
-                dtype=self.dtype,
-                patch_dropout=self.patch_dropout,
-                full_last_block=self.full_last_block,
-                kernels=kernels,
-            )
-        text = cfg.text
-        self.text = TextTransformer(
-            context_length=text.context_length,
-            vocab_size=text.vocab_size,
-            width=text.width,
-            layers=text.layers,
-            num_heads=text.heads,
-            output_dim=cfg.embed_dim,
-            act=cfg.act,
-            remat=self.remat,
-            dtype=self.dtype,
-            full_last_block=self.full_last_block,
-            kernels=kernels,
-        )
-        self._setup_temperature(with_bias=self.logit_bias_init is not None)
-
-    def _setup_siglip(self, kernels: Kernels):
-        cfg, vision, text = self.config, self.config.vision, self.config.text
-        self.visual = SiglipVisionTransformer(
-            image_size=vision.image_size,
-            patch_size=vision.patch_size,
-            width=vision.width,
-            layers=vision.layers,
-            num_heads=vision.num_heads,
-            mlp_dim=vision.mlp_dim,
-            act=cfg.act,
-            layer_norm_eps=cfg.layer_norm_eps,
-            remat=self.remat,
-            dtype=self.dtype,
-            patch_dropout=self.patch_dropout,
-            kernels=kernels,
-        )
-        self.text = SiglipTextTransformer(
-            context_length=text.context_length,
-            vocab_size=text.vocab_size,
-            width=text.width,
-            layers=text.layers,
-            num_heads=text.heads,
-            mlp_dim=text.mlp_dim,
-            output_dim=cfg.embed_dim,
-            act=cfg.act,
-            layer_norm_eps=cfg.layer_norm_eps,
-            remat=self.remat,
-            dtype=self.dtype,
-            full_last_block=self.full_last_block,
-            kernels=kernels,
-        )
-        self._setup_temperature(with_bias=True)
-
-    def _setup_temperature(self, with_bias: bool):
-        self.logit_scale = self.param("logit_scale", nn.initializers.constant(self.logit_scale_init), ())
-        if with_bias:
-            bias = SIGLIP_LOGIT_BIAS_INIT if self.logit_bias_init is None else self.logit_bias_init
+        family = family_of(self.config)
+        kernels = self.kernels or select_kernels(dtype=self.dtype, head_dims=head_dims(self.config))
+        self.visual, self.text = family.build_towers(
+            self.config, dtype=self.dtype, remat=self.remat, patch_dropout=self.patch_dropout,
+            full_last_block=self.full_last_block, kernels=kernels)
+        rule = self.scoring_rule
+        scale = rule.logit_scale_init if self.logit_scale_init is None else self.logit_scale_init
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(scale), ())
+        if rule.has_bias:
+            bias = rule.logit_bias_init if self.logit_bias_init is None else self.logit_bias_init
             self.logit_bias = self.param("logit_bias", nn.initializers.constant(bias), ())
 
+    @property
+    def scoring_rule(self) -> ScoringRule:
+        return scoring_rule(self.scoring or family_of(self.config).scoring)
+
     def encode_image(self, images: jax.Array, train: bool = False, project: bool = True) -> jax.Array:
-        size = self.config.vision.image_size
-        if images.ndim != 4 or images.shape[1:] != (size, size, 3):
-            raise ValueError(
-                f"images must be NHWC [batch, {size}, {size}, 3] for this model; got shape {tuple(images.shape)}"
-            )
+        check_images(self.config, images)
         return self.visual(images, project=project, train=train)
 
     def encode_text(self, tokens: jax.Array) -> jax.Array:
-        limit = self.config.text.context_length
-        if self.config.family == "siglip":
-            if tokens.ndim != 2 or tokens.shape[1] != limit:
-                raise ValueError(f"tokens must be [batch, {limit}] integers, padded to the full context length as "
-                                 f"SigLIP was trained; got shape {tuple(tokens.shape)}")
-        elif tokens.ndim != 2 or tokens.shape[1] > limit:
-            raise ValueError(f"tokens must be [batch, <= {limit}] integers; got shape {tuple(tokens.shape)}")
+        check_tokens(self.config, tokens)
         return self.text(tokens)
 
     def __call__(self, images: jax.Array, tokens: jax.Array, train: bool = False):
@@ -161,3 +76,36 @@ def head_dims(config: CLIPConfig) -> tuple[int, ...]:
     vision = config.vision
     vision_width = vision.width * 32 if vision.is_resnet else vision.width
     return vision_width // vision.num_heads, config.text.width // config.text.heads
+
+
+def check_images(config: CLIPConfig, images) -> None:
+    """The image contract: float NHWC [batch, size, size, 3], normalised for the family."""
+    size = config.vision.image_size
+    shape = tuple(images.shape)
+    expected = (f"NHWC float images [batch, {size}, {size}, 3], normalised as the {config.family} family "
+                "expects (clip_jax.preprocess)")
+    if len(shape) != 4:
+        raise ValueError(f"images have rank {len(shape)} (shape {shape}); expected {expected}")
+    if shape[1:] != (size, size, 3):
+        hint = " (this looks like NCHW: transpose with x.transpose(0, 2, 3, 1))" if shape[1] == 3 else ""
+        raise ValueError(f"images have shape {shape}; expected {expected}{hint}")
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise ValueError(f"images have dtype {images.dtype}; expected {expected} (run clip_jax.preprocess first)")
+
+
+def check_tokens(config: CLIPConfig, tokens) -> None:
+    """The token contract: integer ids [batch, length], length as the family requires."""
+    shape = tuple(tokens.shape)
+    problem = family_of(config).token_error(shape, config.text.context_length)
+    if problem is None and not jnp.issubdtype(tokens.dtype, jnp.integer):
+        problem = f"tokens have dtype {tokens.dtype}; expected integer ids"
+    if problem:
+        raise ValueError(f"{problem} (make them with clip_jax.load_tokenizer(model, ...))")
+
+
+def example_inputs(config: CLIPConfig, batch: int = 1) -> tuple[jax.Array, jax.Array]:
+    """Zero images and tokens of the shapes `config` takes: what `init` and shape
+    evaluation trace the model with."""
+    size = config.vision.image_size
+    return (jnp.zeros((batch, size, size, 3), jnp.float32),
+            jnp.zeros((batch, config.text.context_length), jnp.int32))

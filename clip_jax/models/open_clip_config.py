@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
+from clip_jax.models.architecture import CLIPConfig, TextConfig, VisionConfig
 
 # Fields that must keep these values (open_clip's defaults, OpenAI's towers).
 _VISION_FIXED = {
@@ -27,7 +27,7 @@ _VISION_FIXED = {
 _VISION_INERT = {"patch_dropout", "output_tokens", "attn_pooler_queries", "attn_pooler_heads", "timm_model_pretrained",
                  "timm_pool", "timm_proj", "timm_proj_bias", "timm_drop", "timm_drop_path"}
 _TEXT_FIXED = {
-    "mlp_ratio": 4.0, "ls_init_value": None, "embed_cls": False, "no_causal_mask": False,
+    "ls_init_value": None, "embed_cls": False, "no_causal_mask": False,
     "final_ln_after_pool": False, "pool_type": "argmax", "proj_bias": False, "proj_type": "linear",
     "act_kwargs": None, "norm_kwargs": None, "block_type": (None, "default"), "qk_norm": False,
     "scaled_cosine_attn": False, "scale_heads": False, "scale_attn_inner": False, "scale_attn": False,
@@ -38,7 +38,7 @@ _TEXT_INERT = {"pad_id", "eos_id", "output_tokens", "hf_model_pretrained", "hf_p
 _TOP_FIXED = {"custom_text": False, "init_logit_bias": None, "multimodal_cfg": None, "nonscalar_logit_scale": False}
 _TOP_INERT = {"init_logit_scale", "cast_dtype"}
 _VISION_MAPPED = ("image_size", "width", "layers", "patch_size", "head_width", "mlp_ratio")
-_TEXT_MAPPED = ("context_length", "vocab_size", "width", "heads", "layers")
+_TEXT_MAPPED = ("context_length", "vocab_size", "width", "heads", "layers", "mlp_ratio")
 
 
 def is_open_clip_config(data: Mapping) -> bool:
@@ -83,9 +83,7 @@ def from_open_clip(data: Mapping[str, Any], source: str = "open_clip config") ->
     if isinstance(layers, (list, tuple)):
         layers = tuple(layers)
     width = vision.get("width", 768)
-    ratio = float(vision.get("mlp_ratio", 4.0))
-    if round(width * ratio) != int(width * ratio):  # open_clip truncates the MLP width, clip_jax rounds it
-        ratio = int(width * ratio) / width
+    ratio = _clip_jax_ratio(width, float(vision.get("mlp_ratio", 4.0)))
     return CLIPConfig(
         embed_dim=data["embed_dim"],
         vision=VisionConfig(
@@ -94,9 +92,15 @@ def from_open_clip(data: Mapping[str, Any], source: str = "open_clip config") ->
             patch_size=None if isinstance(layers, tuple) else vision.get("patch_size", 16),
             head_width=vision.get("head_width", defaults.head_width), mlp_ratio=ratio,
         ),
-        text=TextConfig(**{k: text[k] for k in _TEXT_MAPPED if k in text}),
+        text=TextConfig(**{k: text[k] for k in _TEXT_MAPPED if k in text and k != "mlp_ratio"},
+                        mlp_ratio=_clip_jax_ratio(text.get("width", 512), float(text.get("mlp_ratio", 4.0)))),
         act="quick_gelu" if data.get("quick_gelu", False) else "gelu",
     )
+
+
+def _clip_jax_ratio(width: int, ratio: float) -> float:
+    """An mlp_ratio whose rounding by clip_jax gives open_clip's (truncated) MLP width."""
+    return ratio if round(width * ratio) == int(width * ratio) else int(width * ratio) / width
 
 
 def _open_clip_ratio(width: int, mlp_dim: int, ratio: float) -> float:
@@ -118,5 +122,7 @@ def to_open_clip(config: CLIPConfig) -> dict:
         "quick_gelu": config.act == "quick_gelu",
         "vision_cfg": vision_cfg,
         "text_cfg": {"context_length": text.context_length, "vocab_size": text.vocab_size, "width": text.width,
-                     "heads": text.heads, "layers": text.layers},
+                     "heads": text.heads, "layers": text.layers,
+                     **({} if text.mlp_ratio == 4.0 else
+                        {"mlp_ratio": _open_clip_ratio(text.width, text.mlp_dim, text.mlp_ratio)})},
     }

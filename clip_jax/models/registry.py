@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
+from clip_jax.models.architecture import CLIPConfig, TextConfig, VisionConfig
 
 
 def _vit(embed, size, width, layers, patch, text_width, text_layers=12, head_width=64,

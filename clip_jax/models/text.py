@@ -27,6 +27,7 @@ class TextTransformer(nn.Module):
     layers: int
     num_heads: int
     output_dim: int
+    mlp_dim: int | None = None  # None: 4 * width, as in every released CLIP
     act: str = "quick_gelu"
     remat: bool = False
     dtype: Any = jnp.float32
@@ -41,7 +42,7 @@ class TextTransformer(nn.Module):
         positions = self.param("positional_embedding", normal(0.01), (self.context_length, self.width))
         x = (jnp.take(embedding, tokens, axis=0) + positions[:length]).astype(self.dtype)
         x = Transformer(
-            self.layers, self.num_heads, 4 * self.width, self.act,
+            self.layers, self.num_heads, self.mlp_dim or 4 * self.width, self.act,
             causal=True, text_style_init=True, remat=self.remat, dtype=self.dtype,
             full_last_block=self.full_last_block, kernels=self.kernels, name="transformer",
         )(x, pool_rows=jnp.argmax(tokens, axis=-1))
@@ -63,10 +64,3 @@ def trim_after_eot(tokens: np.ndarray, multiple: int = 16) -> np.ndarray:
         return tokens
     last = int(np.argmax(tokens, axis=-1).max()) + 1
     return tokens[:, : min(tokens.shape[1], -(-last // multiple) * multiple)]
-
-
-def trim_for(config, tokens: np.ndarray) -> np.ndarray:
-    """`trim_after_eot` where the model allows it: CLIP's causal text tower pooled at EOT.
-    SigLIP's text tower is bidirectional and reads the last position, so its padding is
-    part of the input and its tokens are never trimmed."""
-    return trim_after_eot(tokens) if config.family == "clip" else np.asarray(tokens)

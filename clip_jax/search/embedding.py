@@ -53,7 +53,7 @@ def embed_chunks(encoder, root: str, entries: list[FileEntry], chunk_size: int =
 
     def read(entry: FileEntry):
         try:
-            return entry, *read_for_model(os.path.join(root, entry.path), size, encoder.style), None
+            return entry, *read_for_model(os.path.join(root, entry.path), size, encoder.family), None
         except UnreadableImage as error:
             return entry, None, None, str(error)
 

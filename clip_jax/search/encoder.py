@@ -43,15 +43,6 @@ def normalise(x) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def model_tokenizer(config, given, checkpoint: str | None):
-    """The tokenizer of the model: CLIP's BPE, or for SigLIP the SentencePiece file given or
-    found beside the checkpoint (Hugging Face folders hold it)."""
-    if given is not None or config.text.tokenizer == "bpe":
-        return tokenizers.resolve(config, given)
-    folder = checkpoint if checkpoint and os.path.isdir(checkpoint) else os.path.dirname(checkpoint or "") or None
-    return tokenizers.load_tokenizer(config, folder)
-
-
 class Encoder:
     """`model` and `variables` (from clip_jax.load_checkpoint) with the index's conventions."""
 
@@ -59,8 +50,8 @@ class Encoder:
         self.model = model
         self.config = model.config
         self.checkpoint = os.path.abspath(checkpoint) if checkpoint else None
-        self.tokenize = model_tokenizer(self.config, tokenizer, self.checkpoint)
-        self.style = self.config.family  # the image preprocessing the model was trained with
+        self.tokenize = tokenizers.for_checkpoint(self.config, self.checkpoint, tokenizer)
+        self.family = self.config.family  # names the image preprocessing the model was trained with
         devices = jax.local_devices()
         self.batch_size = -(-batch_size // len(devices)) * len(devices)
         mesh = Mesh(np.array(devices), ("data",))

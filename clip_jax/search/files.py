@@ -107,8 +107,8 @@ def open_upright(path: str) -> Image.Image:
         raise UnreadableImage(f"{type(error).__name__}: {error}") from None
 
 
-def model_input(image: Image.Image, image_size: int, style: str = "clip") -> np.ndarray:
-    """The model's evaluation transform (`style`: its family) of an upright image: float32
+def model_input(image: Image.Image, image_size: int, family: str = "clip") -> np.ndarray:
+    """The model's evaluation transform (`family`: its family's name) of an upright image: float32
     [image_size, image_size, 3]."""
     width, height = image.size
     if min(width, height) == 0:
@@ -116,15 +116,15 @@ def model_input(image: Image.Image, image_size: int, style: str = "clip") -> np.
     if image_size * image_size * max(width, height) / min(width, height) > MAX_RESIZED_PIXELS:
         raise UnreadableImage(f"aspect ratio {width}x{height} is too extreme to resize to {image_size} px")
     try:
-        return preprocess(image, image_size, style=style)
+        return preprocess(image, image_size, family=family)
     except (OSError, ValueError) as error:  # e.g. a mode PIL cannot convert to RGB
         raise UnreadableImage(f"{type(error).__name__}: {error}") from None
 
 
-def read_for_model(path: str, image_size: int, style: str = "clip") -> tuple[np.ndarray, tuple[int, int]]:
+def read_for_model(path: str, image_size: int, family: str = "clip") -> tuple[np.ndarray, tuple[int, int]]:
     """(model input, upright (width, height)) of the image file at `path`."""
     image = open_upright(path)
-    return model_input(image, image_size, style), image.size
+    return model_input(image, image_size, family), image.size
 
 
 def iter_chunks(items: list, size: int) -> Iterator[list]:

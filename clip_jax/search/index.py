@@ -347,7 +347,7 @@ class Index:
                 raise ValueError(f"query image {os.fspath(image)!r} is not readable: {error}") from None
         if not isinstance(image, Image.Image):
             raise TypeError(f"image must be a path, a PIL image or an image id, not {type(image).__name__}")
-        pixels = files_lib.model_input(image, self.encoder.image_size, self.encoder.style)
+        pixels = files_lib.model_input(image, self.encoder.image_size, self.encoder.family)
         return self.encoder.encode_images(pixels[None])[0]
 
     def query_vector(self, text: str | None = None, *, image=None, vector=None, plus: str | None = None,

@@ -95,7 +95,10 @@ def load_tokenizer(model_or_config, path: str | None = None) -> Tokenizer:
 
 def resolve(model_or_config, given=None) -> Tokenizer:
     """A tokenizer for `model` from what a caller gave: None (the model's own when it ships
-    with clip_jax), a callable, a spec string ("bpe", "siglip:PATH", ...) or a path."""
+    with clip_jax), a callable, a spec string ("bpe", "siglip:PATH", ...) or a path.
+
+    A model trained with a SentencePiece tokenizer takes only that kind, with its
+    vocabulary; a BPE model also takes another tokenizer (a vocabulary of one's own)."""
     config = getattr(model_or_config, "config", model_or_config)
     if given is None or callable(given):
         return given if given is not None else load_tokenizer(config)
@@ -103,10 +106,24 @@ def resolve(model_or_config, given=None) -> Tokenizer:
     kind = "bpe" if given == "bpe" else given.partition(":")[0]
     if kind not in ("bpe",) + KINDS:
         return load_tokenizer(config, given)
-    if config.family == "siglip" and kind != config.text.tokenizer:
+    bundled = config.text.tokenizer == "bpe"
+    if not bundled and kind != config.text.tokenizer:
         raise ValueError(f"tokenizer {given!r} is a {kind!r} tokenizer but the model was trained with the "
                          f"{config.text.tokenizer!r} one")
     tokenizer = from_spec(given, config.text.context_length)
-    if config.family == "siglip":
+    if not bundled:
         check_vocabulary(tokenizer, config)
     return tokenizer
+
+
+def for_checkpoint(model_or_config, checkpoint: str | None, given=None) -> Tokenizer:
+    """The tokenizer for a model loaded from `checkpoint`: `given` when there is one (see
+    `resolve`); else the model's own, which for a SentencePiece model is the file in the
+    checkpoint's folder (Hugging Face folders hold it; a checkpoint file's folder is looked in)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    if given is not None or config.text.tokenizer == "bpe":
+        return resolve(config, given)
+    if not checkpoint:
+        return load_tokenizer(config)  # the error naming the file to pass
+    checkpoint = os.path.expanduser(os.fspath(checkpoint))
+    return load_tokenizer(config, checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint) or ".")

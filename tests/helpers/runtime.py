@@ -16,7 +16,7 @@ def worker(name: str, *args) -> list[str]:
 def load_file(relative_path: str):
     """A repository script or config file (configs/, data/, ...) imported as a module by
     its path, as `train.py --config` and the tools' command lines read them."""
-    from clip_jax.configs import config_file
+    from clip_jax.train_config import config_file
 
     return config_file(os.path.join(ROOT, relative_path))
 

@@ -61,7 +61,7 @@ def synthetic_data(setup, seed):
 
 def tiny_config(**overrides) -> ml_collections.ConfigDict:
 
-    from clip_jax.configs import base_config
+    from clip_jax.train_config import base_config
 
     config = base_config()
     config.model = "tiny-vit"

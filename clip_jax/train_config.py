@@ -1,12 +1,16 @@
-"""What every training config starts from: `base_config()`, the defaults of every key
-the trainer reads, and `paper_config(model, ...)`, the paper's recipe (its training
-details and hyper-parameter tables) for one model.
+"""The training config: `base_config()`, every key the trainer reads with its default
+(the one place defaults live), `checked(config, devices, processes)`, the config the
+trainer runs (the defaults under it, unknown keys refused, every value validated once,
+before anything compiles), and `paper_config(model, ...)`, the paper's recipe (its
+training details and hyper-parameter tables) for one model.
 
-Not a config itself: the files in configs/ build on these, each with its run command.
+Not a config itself: the files in configs/ build on these, each with its run command,
+and each takes the argument "runlocal" for a short CPU run on the demo data.
 """
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import types
 
@@ -100,6 +104,95 @@ def base_config() -> ml_collections.ConfigDict:
     config.init_from = ""  # any file clip_jax.load_checkpoint reads, for fine-tuning
     config.peak_flops = 0.0  # per device, for MFU where the device is not in the built-in table
     return config
+
+
+# Sections whose keys are open: data.options are train_iterator's keyword arguments
+# (checked there), evals are evaluation specs (checked by their tasks).
+OPEN_SECTIONS = ("data.options",)
+TRIM_TEXT = ("auto", "always", "never")
+ON_NONFINITE = ("stop", "skip")
+
+
+def _overlay(defaults: ml_collections.ConfigDict, given, where: str = "") -> None:
+    """Set `given`'s values on `defaults` (type-checked by ml_collections), refusing keys
+    base_config does not have."""
+    for key in given.keys():
+        path = f"{where}{key}"
+        value = given[key]
+        if key not in defaults:
+            if where.rstrip(".") in OPEN_SECTIONS:
+                defaults[key] = value
+                continue
+            valid = ", ".join(sorted(where + k for k in defaults.keys()))
+            raise ValueError(f"unknown config key {path!r}; valid: {valid}")
+        if isinstance(defaults[key], ml_collections.ConfigDict) and isinstance(value, ml_collections.ConfigDict) \
+                and path != "model":
+            _overlay(defaults[key], value, path + ".")
+        else:
+            defaults[key] = value
+
+
+def checked(config, devices: int, processes: int) -> ml_collections.ConfigDict:
+    """The config a run uses: `config` over base_config()'s defaults, validated for a
+    run whose global batch is split over `devices` devices and `processes` processes.
+    Everything downstream reads keys without fallbacks."""
+    full = base_config()
+    _overlay(full, config)
+    validate(full, devices, processes)
+    return full
+
+
+def total_steps(config) -> int:
+    """The run's length in steps, from whichever of total_steps, total_examples, epochs is set."""
+    given = {k: config[k] for k in ("total_steps", "total_examples", "epochs")}
+    chosen = [k for k, v in given.items() if v]
+    if len(chosen) != 1:
+        raise ValueError(f"set exactly one of total_steps, total_examples, epochs (> 0); got {given}")
+    if chosen == ["total_steps"]:
+        return int(config.total_steps)
+    if chosen == ["total_examples"]:
+        return math.ceil(config.total_examples / config.batch_size)
+    if not config.data.num_examples:
+        raise ValueError("epochs needs config.data.num_examples (the training set size)")
+    return math.ceil(config.epochs * config.data.num_examples / config.batch_size)
+
+
+def validate(config, devices: int, processes: int) -> None:
+    """Every check that must fail before anything compiles, naming the key and what is valid."""
+    from clip_jax import losses
+    from clip_jax.evaluation import tasks
+
+    if config.batch_size <= 0:
+        raise ValueError(f"batch_size must be positive; got {config.batch_size}")
+    if config.batch_size % devices:
+        raise ValueError(
+            f"global batch_size {config.batch_size} is not divisible by the {devices} devices of the batch axes; "
+            f"use a multiple of {devices}"
+        )
+    if config.batch_size % processes:
+        raise ValueError(f"global batch_size {config.batch_size} is not divisible by {processes} processes")
+    total_steps(config)
+    optim = config.optim
+    for key in ("lr", "wd", "eps", "grad_clip", "warmup_steps"):
+        if optim[key] < 0:
+            raise ValueError(f"optim.{key} must be >= 0; got {optim[key]}")
+    for key in ("b1", "b2"):
+        if not 0 <= optim[key] < 1:
+            raise ValueError(f"optim.{key} must be in [0, 1); got {optim[key]}")
+    steps = config.accumulation_steps
+    if steps < 1 or config.batch_size % (steps * devices):
+        raise ValueError(
+            f"accumulation_steps {steps} must be >= 1 and divide the global batch {config.batch_size} into "
+            f"micro-batches divisible by the {devices} devices"
+        )
+    if not 0.0 <= config.patch_dropout < 1.0:
+        raise ValueError(f"patch_dropout must be in [0, 1); got {config.patch_dropout}")
+    losses.model_options(config.loss, config.logit_scale_init, config.logit_bias_init)
+    if config.trim_text not in TRIM_TEXT:
+        raise ValueError(f"trim_text {config.trim_text!r} unknown; valid: {', '.join(TRIM_TEXT)}")
+    if config.on_nonfinite not in ON_NONFINITE:
+        raise ValueError(f"on_nonfinite {config.on_nonfinite!r} unknown; valid: {', '.join(map(repr, ON_NONFINITE))}")
+    tasks.validate_all(config.evals)
 
 
 def config_file(path: str) -> types.ModuleType:

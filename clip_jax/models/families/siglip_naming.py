@@ -1,15 +1,11 @@
-"""SigLIP and SigLIP 2 checkpoints: Hugging Face `SiglipModel` folders and big_vision .npz.
+"""How SigLIP-family parameters are named in other projects' files: Hugging Face
+`SiglipModel` state dicts and config.json, and the architecture of a bare state dict read
+from its tensor shapes.
 
 Everything goes through Hugging Face's parameter names, with one change: each block's
 separate q/k/v projections are packed into one `self_attn.in_proj` (q | k | v rows), as
-the Flax blocks hold them (`pack_qkv` / `unpack_qkv`).  `siglip_rows` is the table from
-those names to Flax paths, read by clip_jax.convert.openai's generic import and export.
-
-big_vision's .npz parameter files are renamed to Hugging Face's names as transformers'
-conversion script does (`npz_to_hf`): flax kernels transposed, attention kernels
-[width, heads, head_dim] flattened, the MAP head's q/k/v packed, `t`/`b` the temperature
-and bias; blocks stored stacked (`encoderblock/...`, scanned models) are split per layer.
-An .npz holds no config, so its architecture is read from tensor shapes (`infer_config`).
+the Flax blocks hold them (`pack_qkv` / `unpack_qkv`); `state_dict_rows` maps those names
+to Flax paths.
 
 Hugging Face's `Siglip2Model` (model_type "siglip2") is SigLIP 2's NaFlex variant, whose
 image tower takes a variable number of patches at the native aspect ratio; it is not
@@ -24,12 +20,20 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from clip_jax.convert.hf_vision import vision_config_from_hf, vision_config_to_hf
-from clip_jax.convert.openai import Row
-from clip_jax.convert.safetensors_io import contiguous
-from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
+from clip_jax.models.architecture import CLIPConfig, TextConfig, VisionConfig
+from clip_jax.models.families.naming import (
+    Row,
+    contiguous,
+    layer_norm_rows,
+    linear_rows,
+    pack_qkv_parts,
+    vision_config_from_hf,
+    vision_config_to_hf,
+)
+from clip_jax.models.registry import MODELS
 from clip_jax.tokenizers import MODEL_FILES
 
+LAYER_NORM_EPS = 1e-6
 SUPPORTED_MODEL_TYPES = ("siglip",)
 HF_MODEL_TYPES = ("siglip", "siglip2")
 SUPPORTED = ("SigLIP and SigLIP 2 FixRes checkpoints: Hugging Face SiglipModel folders (model_type 'siglip') "
@@ -40,7 +44,8 @@ _PACKED = "self_attn.in_proj."
 _QKV = re.compile(r"^(.*)\.self_attn\.([qkv])_proj\.(weight|bias)$")
 
 
-# -- the table --------------------------------------------------------------------------
+
+# -- Hugging Face names, q/k/v packed ----------------------------------------------------
 
 
 def _block_rows(hf_prefix: str, flax_path: tuple[str, ...], layers: int) -> Iterator[Row]:
@@ -50,24 +55,12 @@ def _block_rows(hf_prefix: str, flax_path: tuple[str, ...], layers: int) -> Iter
         for hf_name, flax_name in (("self_attn.in_proj", ("attn", "in_proj")),
                                    ("self_attn.out_proj", ("attn", "out_proj")),
                                    ("mlp.fc1", ("mlp", "c_fc")), ("mlp.fc2", ("mlp", "c_proj"))):
-            yield Row(p + hf_name + ".weight", "params", blocks + flax_name + ("kernel",), "linear", i)
-            yield Row(p + hf_name + ".bias", "params", blocks + flax_name + ("bias",), layer=i)
+            yield from linear_rows(p + hf_name, blocks + flax_name, layer=i)
         for hf_name, flax_name in (("layer_norm1", "ln_1"), ("layer_norm2", "ln_2")):
-            yield Row(p + hf_name + ".weight", "params", blocks + (flax_name, "scale"), layer=i)
-            yield Row(p + hf_name + ".bias", "params", blocks + (flax_name, "bias"), layer=i)
+            yield from layer_norm_rows(p + hf_name, blocks + (flax_name,), layer=i)
 
 
-def _layer_norm(key: str, path: tuple[str, ...]) -> Iterator[Row]:
-    yield Row(key + ".weight", "params", path + ("scale",))
-    yield Row(key + ".bias", "params", path + ("bias",))
-
-
-def _linear(key: str, path: tuple[str, ...]) -> Iterator[Row]:
-    yield Row(key + ".weight", "params", path + ("kernel",), "linear")
-    yield Row(key + ".bias", "params", path + ("bias",))
-
-
-def siglip_rows(config: CLIPConfig) -> list[Row]:
+def state_dict_rows(config: CLIPConfig) -> list[Row]:
     """Hugging Face key (q/k/v packed) -> Flax path, for every parameter."""
     v, t = ("visual",), ("text",)
     head = v + ("head",)
@@ -76,26 +69,23 @@ def siglip_rows(config: CLIPConfig) -> list[Row]:
         Row("vision_model.embeddings.patch_embedding.bias", "params", v + ("conv1", "bias")),
         Row("vision_model.embeddings.position_embedding.weight", "params", v + ("positional_embedding",)),
         *_block_rows("vision_model", v, config.vision.layers),
-        *_layer_norm("vision_model.post_layernorm", v + ("ln_post",)),
+        *layer_norm_rows("vision_model.post_layernorm", v + ("ln_post",)),
         Row("vision_model.head.probe", "params", head + ("probe",)),
         Row("vision_model.head.attention.in_proj_weight", "params", head + ("in_proj", "kernel"), "linear"),
         Row("vision_model.head.attention.in_proj_bias", "params", head + ("in_proj", "bias")),
-        *_linear("vision_model.head.attention.out_proj", head + ("out_proj",)),
-        *_layer_norm("vision_model.head.layernorm", head + ("ln",)),
-        *_linear("vision_model.head.mlp.fc1", head + ("mlp", "c_fc")),
-        *_linear("vision_model.head.mlp.fc2", head + ("mlp", "c_proj")),
+        *linear_rows("vision_model.head.attention.out_proj", head + ("out_proj",)),
+        *layer_norm_rows("vision_model.head.layernorm", head + ("ln",)),
+        *linear_rows("vision_model.head.mlp.fc1", head + ("mlp", "c_fc")),
+        *linear_rows("vision_model.head.mlp.fc2", head + ("mlp", "c_proj")),
         Row("text_model.embeddings.token_embedding.weight", "params", t + ("token_embedding",)),
         Row("text_model.embeddings.position_embedding.weight", "params", t + ("positional_embedding",)),
         *_block_rows("text_model", t, config.text.layers),
-        *_layer_norm("text_model.final_layer_norm", t + ("ln_final",)),
-        *_linear("text_model.head", t + ("head",)),
+        *layer_norm_rows("text_model.final_layer_norm", t + ("ln_final",)),
+        *linear_rows("text_model.head", t + ("head",)),
         Row("logit_scale", "params", ("logit_scale",), "scalar"),
         Row("logit_bias", "params", ("logit_bias",), "scalar"),
     ]
     return table
-
-
-# -- Hugging Face state dicts -------------------------------------------------------------
 
 
 def is_siglip_state_dict(state_dict: Mapping) -> bool:
@@ -113,9 +103,7 @@ def pack_qkv(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         else:
             out[key] = value
     for (prefix, kind), found in parts.items():
-        if set(found) != {"q", "k", "v"}:
-            raise ValueError(f"{prefix}: q/k/v projection {kind}s incomplete, found only {sorted(found)}")
-        out[f"{prefix}.{_PACKED}{kind}"] = np.concatenate([found["q"], found["k"], found["v"]], axis=0)
+        out[f"{prefix}.{_PACKED}{kind}"] = pack_qkv_parts(found, f"{prefix} {kind}")
     return out
 
 
@@ -130,6 +118,7 @@ def unpack_qkv(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         for name, part in zip("qkv", np.split(value, 3, axis=0)):
             out[f"{prefix}self_attn.{name}_proj.{kind}"] = contiguous(part)
     return out
+
 
 
 # -- Hugging Face config.json -------------------------------------------------------------
@@ -147,10 +136,12 @@ def check_model_type(hf: Mapping, source: str) -> None:
         raise ValueError(f"{source}: model_type {model_type!r} is not a SigLIP model. Supported: {SUPPORTED}")
 
 
-def config_from_hf(hf: Mapping, source: str = "config.json", tokenizer: str | None = None) -> CLIPConfig:
-    """A `CLIPConfig` of a transformers SiglipConfig dict; `tokenizer` ("siglip" or "gemma")
-    defaults to the kind the vocabulary size implies (SigLIP 2's Gemma has 256,000)."""
+def config_from_hf(hf: Mapping, source: str = "config.json", folder: str | None = None) -> CLIPConfig:
+    """A `CLIPConfig` of a transformers SiglipConfig dict; the tokenizer kind ("siglip" or
+    "gemma") is the one whose file `folder` holds, else the one the vocabulary size implies
+    (SigLIP 2's Gemma has 256,000)."""
     check_model_type(hf, source)
+    tokenizer = folder_tokenizer_kind(folder) if folder else None
     v, t = hf.get("vision_config") or {}, hf.get("text_config") or {}
     if not v.get("vision_use_head", True):
         raise ValueError(f"{source}: vision_use_head=false (an image tower without its attention-pooling head, as "
@@ -159,9 +150,9 @@ def config_from_hf(hf: Mapping, source: str = "config.json", tokenizer: str | No
         act = tower.get("hidden_act", HF_ACTIVATION)
         if act != HF_ACTIVATION:
             raise ValueError(f"{source}: {name}.hidden_act {act!r} unsupported; SigLIP uses {HF_ACTIVATION!r}")
-        eps = tower.get("layer_norm_eps", 1e-6)
-        if abs(eps - 1e-6) > 1e-12:
-            raise ValueError(f"{source}: {name}.layer_norm_eps {eps} unsupported; SigLIP uses 1e-6")
+        eps = tower.get("layer_norm_eps", LAYER_NORM_EPS)
+        if abs(eps - LAYER_NORM_EPS) > 1e-12:
+            raise ValueError(f"{source}: {name}.layer_norm_eps {eps} unsupported; SigLIP uses {LAYER_NORM_EPS}")
         if tower.get("num_channels", 3) != 3:
             raise ValueError(f"{source}: {name}.num_channels {tower['num_channels']} unsupported; clip_jax takes RGB")
     width = v.get("hidden_size", 768)
@@ -181,7 +172,7 @@ def config_from_hf(hf: Mapping, source: str = "config.json", tokenizer: str | No
         mlp_ratio=t.get("intermediate_size", 3072) / text_width,
         tokenizer=tokenizer or ("gemma" if vocab == GEMMA_VOCAB else "siglip"),
     )
-    return match_registered(CLIPConfig(embed_dim=width, vision=vision, text=text, act="gelu_tanh", family="siglip"))
+    return CLIPConfig(embed_dim=width, vision=vision, text=text, act="gelu_tanh", family="siglip")
 
 
 def folder_tokenizer_kind(folder: str) -> str | None:
@@ -209,16 +200,17 @@ def config_to_hf(config: CLIPConfig) -> dict:
             "num_attention_heads": t.heads,
             "max_position_embeddings": t.context_length,
             "hidden_act": HF_ACTIVATION,
-            "layer_norm_eps": config.layer_norm_eps,
+            "layer_norm_eps": LAYER_NORM_EPS,
             "projection_size": config.embed_dim,
             **tokens,
         },
         "vision_config": {
             **vision_config_to_hf(v),
             "hidden_act": HF_ACTIVATION,
-            "layer_norm_eps": config.layer_norm_eps,
+            "layer_norm_eps": LAYER_NORM_EPS,
         },
     }
+
 
 
 # -- architecture from shapes -------------------------------------------------------------
@@ -232,24 +224,11 @@ def _signature(config: CLIPConfig) -> tuple:
             t.context_length, t.vocab_size, t.width, t.layers, t.mlp_dim, config.embed_dim)
 
 
-def match_registered(config: CLIPConfig) -> CLIPConfig:
-    """The registered SigLIP config with the same shapes, heads, image size and tokenizer
-    (so a Hugging Face folder of a published model gets its registered name), else `config`."""
-    from clip_jax.models.registry import MODELS
-
-    for known in MODELS.values():
-        if known == config:
-            return known
-    return config
-
-
 def infer_config(state_dict: Mapping[str, np.ndarray]) -> CLIPConfig:
     """The architecture of a SigLIP state dict (Hugging Face names, q/k/v packed) from its
     shapes.  Heads and the exact image size come from the registered model with the same
     shapes; other shapes get 64-wide heads and grid x patch pixels.  The tokenizer kind
     follows the vocabulary (SigLIP 2's Gemma has 256,000 tokens)."""
-    from clip_jax.models.registry import MODELS
-
     try:
         patch_weight = state_dict["vision_model.embeddings.patch_embedding.weight"]
         positions = state_dict["vision_model.embeddings.position_embedding.weight"]
@@ -283,113 +262,8 @@ def infer_config(state_dict: Mapping[str, np.ndarray]) -> CLIPConfig:
     )
     signature = (_signature(inferred), inferred.text.tokenizer)
     for known in MODELS.values():
-        if known.family == "siglip" and (_signature(known), known.text.tokenizer) == signature:
+        if known.family == inferred.family and (_signature(known), known.text.tokenizer) == signature:
             return known
     return inferred
 
-
-# -- big_vision .npz ----------------------------------------------------------------------
-
-
-def is_big_vision_npz(arrays: Mapping) -> bool:
-    return any(k.split("/", 1)[-1].startswith(("img/", "txt/")) or k in ("params/t", "t") for k in arrays)
-
-
-_NPZ_BLOCK = {
-    "LayerNorm_0/scale": "layer_norm1.weight", "LayerNorm_0/bias": "layer_norm1.bias",
-    "LayerNorm_1/scale": "layer_norm2.weight", "LayerNorm_1/bias": "layer_norm2.bias",
-    "MlpBlock_0/Dense_0/kernel": "mlp.fc1.weight", "MlpBlock_0/Dense_0/bias": "mlp.fc1.bias",
-    "MlpBlock_0/Dense_1/kernel": "mlp.fc2.weight", "MlpBlock_0/Dense_1/bias": "mlp.fc2.bias",
-    **{f"MultiHeadDotProductAttention_0/{bv}/{kind}": f"self_attn.{hf}_proj.{'weight' if kind == 'kernel' else 'bias'}"
-       for bv, hf in (("query", "q"), ("key", "k"), ("value", "v"), ("out", "out")) for kind in ("kernel", "bias")},
-}
-_NPZ_PLAIN = {
-    "img/embedding/bias": "vision_model.embeddings.patch_embedding.bias",
-    "img/Transformer/encoder_norm/scale": "vision_model.post_layernorm.weight",
-    "img/Transformer/encoder_norm/bias": "vision_model.post_layernorm.bias",
-    "img/MAPHead_0/probe": "vision_model.head.probe",
-    "img/MAPHead_0/LayerNorm_0/scale": "vision_model.head.layernorm.weight",
-    "img/MAPHead_0/LayerNorm_0/bias": "vision_model.head.layernorm.bias",
-    "img/MAPHead_0/MlpBlock_0/Dense_0/bias": "vision_model.head.mlp.fc1.bias",
-    "img/MAPHead_0/MlpBlock_0/Dense_1/bias": "vision_model.head.mlp.fc2.bias",
-    "img/MAPHead_0/MultiHeadDotProductAttention_0/out/bias": "vision_model.head.attention.out_proj.bias",
-    "txt/Embed_0/embedding": "text_model.embeddings.token_embedding.weight",
-    "txt/Encoder_0/encoder_norm/scale": "text_model.final_layer_norm.weight",
-    "txt/Encoder_0/encoder_norm/bias": "text_model.final_layer_norm.bias",
-    "txt/head/bias": "text_model.head.bias",
-}
-_NPZ_TRANSPOSED = {  # flax [in, out] kernels -> torch [out, in]
-    "img/MAPHead_0/MlpBlock_0/Dense_0/kernel": "vision_model.head.mlp.fc1.weight",
-    "img/MAPHead_0/MlpBlock_0/Dense_1/kernel": "vision_model.head.mlp.fc2.weight",
-    "txt/head/kernel": "text_model.head.weight",
-}
-_NPZ_TOWERS = {"img/Transformer/": "vision_model", "txt/Encoder_0/": "text_model"}
-
-
-def _split_stacked(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Scanned big_vision models store `encoderblock/...` with a leading layer axis."""
-    out = {}
-    for key, value in arrays.items():
-        if "/encoderblock/" in key:
-            for i, layer in enumerate(value):
-                out[key.replace("/encoderblock/", f"/encoderblock_{i}/")] = layer
-        else:
-            out[key] = value
-    return out
-
-
-def _attention_to_hf(name: str, value: np.ndarray) -> np.ndarray:
-    """big_vision's attention tensors -> torch Linear layout."""
-    if name.endswith("bias"):
-        return value.reshape(-1)
-    if "/out/" in name:  # [heads, head_dim, width] -> [width, heads * head_dim]
-        return value.reshape(-1, value.shape[-1]).T
-    return value.reshape(value.shape[0], -1).T  # [width, heads, head_dim] -> [heads * head_dim, width]
-
-
-def npz_to_hf(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """big_vision SigLIP parameters -> a Hugging Face SiglipModel state dict (q/k/v separate).
-    Keys it does not know are kept as they are (then reported as unexpected)."""
-    arrays = _split_stacked({k[len("params/"):] if k.startswith("params/") else k: np.asarray(v)
-                             for k, v in arrays.items()})
-    out: dict[str, np.ndarray] = {}
-    head_qkv: dict[str, dict[str, np.ndarray]] = {}
-    for key, value in arrays.items():
-        if key in _NPZ_PLAIN:
-            out[_NPZ_PLAIN[key]] = value
-        elif key in _NPZ_TRANSPOSED:
-            out[_NPZ_TRANSPOSED[key]] = value.T
-        elif key == "img/embedding/kernel":
-            out["vision_model.embeddings.patch_embedding.weight"] = value.transpose(3, 2, 0, 1)
-        elif key == "img/pos_embedding":
-            out["vision_model.embeddings.position_embedding.weight"] = value.reshape(-1, value.shape[-1])
-        elif key == "txt/pos_embedding":
-            out["text_model.embeddings.position_embedding.weight"] = value.reshape(-1, value.shape[-1])
-        elif key in ("t", "b"):
-            out["logit_scale" if key == "t" else "logit_bias"] = value.reshape(1)
-        elif key.startswith("img/MAPHead_0/MultiHeadDotProductAttention_0/"):
-            name = key.rsplit("/", 2)[-2:]
-            if name[0] == "out":
-                out["vision_model.head.attention.out_proj.weight"] = _attention_to_hf(key, value)
-            else:
-                head_qkv.setdefault(name[1], {})[name[0]] = _attention_to_hf(key, value)
-        else:
-            for prefix, tower in _NPZ_TOWERS.items():
-                match = re.match(re.escape(prefix) + r"encoderblock_(\d+)/(.+)$", key)
-                if match and match.group(2) in _NPZ_BLOCK:
-                    hf_name = f"{tower}.encoder.layers.{match.group(1)}.{_NPZ_BLOCK[match.group(2)]}"
-                    if "MultiHeadDotProductAttention" in key:
-                        value = _attention_to_hf(key, value)
-                    elif key.endswith("kernel"):
-                        value = value.T
-                    out[hf_name] = value
-                    break
-            else:
-                out[key] = value
-    for kind, parts in head_qkv.items():
-        if set(parts) != {"query", "key", "value"}:
-            raise ValueError(f"img/MAPHead_0 attention {kind}s incomplete, found only {sorted(parts)}")
-        out[f"vision_model.head.attention.in_proj_{'weight' if kind == 'kernel' else 'bias'}"] = np.concatenate(
-            [parts["query"], parts["key"], parts["value"]], axis=0)
-    return {k: contiguous(v) for k, v in out.items()}
 

@@ -1,13 +1,11 @@
 """Architecture descriptions: plain frozen dataclasses, hashable so a model can hold
 one, and convertible to and from JSON for checkpoints.
 
-Two families share these types (`CLIPConfig.family`):
-  * "clip": OpenAI's CLIP (ViT or ModifiedResNet image tower, causal text tower pooled
-    at EOT, bias-free projections, LayerNorm eps 1e-5);
-  * "siglip": SigLIP and SigLIP 2 (ViT without class token or ln_pre, patch conv with
-    bias, attention-pooling (MAP) head whose output is the image embedding; bidirectional
-    text tower pooled at the last position with a linear head with bias; a learned logit
-    bias; LayerNorm eps 1e-6; GELU tanh approximation).  embed_dim is the image width.
+Every family (`CLIPConfig.family`, clip_jax/models/families/: "clip", "siglip") shares
+these types; what differs between families beyond the dimensions (towers, LayerNorm eps,
+preprocessing, tokens, scoring) is decided by the family object, not here.  They are
+plain data: `clip_jax.models.resolve.check_config` (which `resolve_config` and
+`create_model` run) checks a config, the family's own rules included.
 """
 from __future__ import annotations
 
@@ -15,20 +13,31 @@ import dataclasses
 import json
 from typing import Optional
 
+TOWER_KINDS = ("vit", "resnet")
+
 
 @dataclasses.dataclass(frozen=True)
 class VisionConfig:
     image_size: int = 224
     width: int = 768
-    # An int is a ViT depth; a 4-tuple is a ModifiedResNet's blocks per stage.
+    # A ViT's depth, or a ModifiedResNet's blocks per stage (a 4-tuple).
     layers: int | tuple[int, int, int, int] = 12
     patch_size: Optional[int] = 32  # None for a ModifiedResNet
     head_width: int = 64
     mlp_ratio: float = 4.0
+    # The image tower's kind, one of TOWER_KINDS ("" reads it from `layers`: a tuple is a
+    # ResNet); the family decides which module builds it.
+    tower: str = ""
+
+    def __post_init__(self):
+        if not self.tower:
+            object.__setattr__(self, "tower", "resnet" if isinstance(self.layers, (tuple, list)) else "vit")
+        if self.tower not in TOWER_KINDS:
+            raise ValueError(f"unknown vision.tower {self.tower!r}; valid: {', '.join(TOWER_KINDS)}")
 
     @property
     def is_resnet(self) -> bool:
-        return isinstance(self.layers, tuple)
+        return self.tower == "resnet"
 
     @property
     def num_heads(self) -> int:
@@ -58,10 +67,6 @@ class TextConfig:
         return round(self.width * self.mlp_ratio)
 
 
-FAMILIES = ("clip", "siglip")
-TOKENIZERS = ("bpe", "siglip", "gemma")
-LAYER_NORM_EPS = {"clip": 1e-5, "siglip": 1e-6}
-
 
 @dataclasses.dataclass(frozen=True)
 class CLIPConfig:
@@ -69,23 +74,8 @@ class CLIPConfig:
     vision: VisionConfig = VisionConfig()
     text: TextConfig = TextConfig()
     act: str = "quick_gelu"  # "quick_gelu" (OpenAI), "gelu" (LAION), "gelu_tanh" (SigLIP)
-    family: str = "clip"  # "clip" or "siglip" (the module docstring)
+    family: str = "clip"  # a registered family's name (clip_jax.models.families)
 
-    def __post_init__(self):
-        if self.family not in FAMILIES:
-            raise ValueError(f"unknown model family {self.family!r}; valid: {', '.join(FAMILIES)}")
-        if self.text.tokenizer not in TOKENIZERS:
-            raise ValueError(f"unknown tokenizer {self.text.tokenizer!r}; valid: {', '.join(TOKENIZERS)}")
-        if self.family == "siglip":
-            if self.vision.is_resnet:
-                raise ValueError("a SigLIP image tower is a ViT; got ResNet layers " + str(self.vision.layers))
-            if self.embed_dim != self.vision.width:
-                raise ValueError(f"a SigLIP image embedding is the image tower's width ({self.vision.width}), "
-                                 f"so embed_dim must equal it; got {self.embed_dim}")
-
-    @property
-    def layer_norm_eps(self) -> float:
-        return LAYER_NORM_EPS[self.family]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

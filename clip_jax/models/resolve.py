@@ -24,7 +24,8 @@ import json
 import os
 from typing import Any, Mapping
 
-from clip_jax.models.config import CLIPConfig, TextConfig, VisionConfig
+from clip_jax.models.architecture import CLIPConfig, TextConfig, VisionConfig
+from clip_jax.models.families import FAMILIES, get_family
 from clip_jax.models.layers import ACTIVATIONS as _ACTIVATION_FUNCTIONS
 from clip_jax.models.open_clip_config import from_open_clip, is_open_clip_config
 from clip_jax.models.registry import MODELS, available_models, get_config
@@ -113,7 +114,15 @@ def _positive_int(value, field: str) -> None:
 
 
 def check_config(config: CLIPConfig) -> None:
-    """ValueError naming the first field outside its valid range."""
+    """ValueError naming the first field outside its valid range: the fields every family
+    shares, then the family's own rules (clip_jax.models.families)."""
+    family = get_family(config.family)
+    tokenizers = sorted({kind for known in FAMILIES.values() for kind in known.tokenizers})
+    if config.text.tokenizer not in tokenizers:
+        raise ValueError(f"unknown tokenizer {config.text.tokenizer!r}; valid: {', '.join(tokenizers)}")
+    if config.vision.tower not in family.tower_kinds:
+        raise ValueError(f"vision.tower={config.vision.tower!r} (layers {config.vision.layers}): a {family.name} "
+                         f"image tower is one of {', '.join(family.tower_kinds)}")
     _positive_int(config.embed_dim, "embed_dim")
     if config.act not in ACTIVATIONS:
         raise ValueError(f"act={config.act!r}: valid activations are {', '.join(ACTIVATIONS)}")
@@ -136,9 +145,9 @@ def check_config(config: CLIPConfig) -> None:
     else:
         _positive_int(v.layers, "vision.layers")
         _positive_int(v.patch_size, "vision.patch_size")
-        # SigLIP's patch convolution drops a remainder (so400m/14 at 384 px sees 378 of them);
-        # CLIP's towers were all trained on whole patches, so a remainder is a mistake there.
-        if v.image_size % v.patch_size and config.family == "clip":
+        # Some families' patch convolution drops a remainder (SigLIP so400m/14 at 384 px);
+        # for the others a remainder is a mistake.
+        if v.image_size % v.patch_size and not family.partial_patches:
             raise ValueError(f"vision.image_size={v.image_size} is not divisible by vision.patch_size={v.patch_size}: "
                              "the image must split into whole patches")
         if v.width % v.head_width:
@@ -152,3 +161,6 @@ def check_config(config: CLIPConfig) -> None:
     if t.width % t.heads:
         raise ValueError(f"text.width={t.width} is not divisible by text.heads={t.heads} "
                          f"(each head has width / heads dimensions)")
+    if isinstance(t.mlp_ratio, bool) or not isinstance(t.mlp_ratio, (int, float)) or t.mlp_dim < 1:
+        raise ValueError(f"text.mlp_ratio={t.mlp_ratio!r}: must be a number > 0 with width * mlp_ratio >= 1")
+    family.check_config(config)
