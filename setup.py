@@ -55,7 +55,7 @@ EXTRAS_REQUIRE = {
         "psutil==7.2.2",
         "clip-benchmark==1.6.2",  # evaluation parity oracle
         "scikit-learn==1.7.2",
-        # notebooks/ run in tests/test_notebooks.py (papermill on an ipykernel kernel)
+        # notebooks/ run in tests/e2e/test_notebooks.py (papermill on an ipykernel kernel)
         "papermill==2.7.0",
         "nbformat==5.11.1",
         "ipykernel==7.4.0",

@@ -4,7 +4,7 @@ against the plain form that computes every token, in one process, taking turns.
     taskset -c 1 python bench/last_block.py --batch 8 --threads 1 --rounds 9
     python bench/last_block.py --model ViT-B/16 --batch 256 --dtype bfloat16   # GPU
 
-Both forms give the same features and gradients (`tests/test_fast_paths.py`); this
+Both forms give the same features and gradients (`tests/models/test_layers.py`); this
 prints what the skipped work is worth on the machine at hand: milliseconds per step
 (wall and CPU), the matmul FLOPs of each, and the speed-up.
 """

@@ -1,5 +1,5 @@
 """Jitted feature extraction.  The input contracts (shapes, dtypes, token layout) are
-the model's own (clip_jax.models.clip.check_images / check_tokens), checked as it traces."""
+the model's own (clip_jax.models.model.check_images / check_tokens), checked as it traces."""
 from __future__ import annotations
 
 import functools
@@ -8,7 +8,7 @@ import jax
 import numpy as np
 
 from clip_jax.models import CLIP, family_of
-from clip_jax.models.clip import check_tokens, example_inputs
+from clip_jax.models.model import check_tokens, example_inputs
 
 
 @functools.lru_cache(maxsize=64)

@@ -27,7 +27,7 @@ from clip_jax.flops import train_step_flops
 from clip_jax.gradients import make_grad_fn
 from clip_jax.loop import CompiledSteps, Throughput, itstime, preemption_notice
 from clip_jax.models import create_model, family_of
-from clip_jax.models.clip import example_inputs
+from clip_jax.models.model import example_inputs
 from clip_jax.optim import make_optimizer
 from clip_jax.prefetch import Prefetcher
 from clip_jax.sharding import batch_devices, make_mesh, replicated, tree_shardings

@@ -13,8 +13,8 @@ import jax
 import numpy as np
 
 from clip_jax.models import CLIPConfig, create_model, family_of
-from clip_jax.models.clip import example_inputs
 from clip_jax.models.families.naming import contiguous, shapes_text
+from clip_jax.models.model import example_inputs
 
 # Keys OpenAI's archives and older open_clip files carry that are not parameters.
 IGNORED_KEYS = re.compile(

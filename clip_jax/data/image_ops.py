@@ -22,7 +22,7 @@
 - `resize_like_pil` (evaluation, "exact") is bicubic with antialias in PIL's two passes
   (horizontal, round to uint8, vertical, round to uint8), so results match PIL to 1 level in
   most cases; Pillow 13 sometimes runs the vertical pass first, and then edges and noise can
-  differ by more (tests/test_data_pipeline.py measures it).  JPEGs use the accurate integer
+  differ by more (tests/data/test_pipeline.py measures it).  JPEGs use the accurate integer
   IDCT, as PIL.  `normalize` then applies the family's mean and std.
 - `family` names the model family, whose `resize` and normalisation these follow: a
   "squash" family (SigLIP) is resized whole to size x size in evaluation (no crop, as

@@ -24,7 +24,7 @@ CLIP_benchmark ranks with `torch.topk`, whose order among ties is unspecified: o
 (torch 2.14) `topk(k=1)` of an all-equal row of 8 scores returns index 6; rows of thousands mostly
 keep the lowest indices, but not always.  Without ties the two agree exactly; with ties
 they agree when CLIP_benchmark's top-k is made stable, and as shipped differ by at most
-the queries sitting on ties (tests/test_eval_realistic_oracle.py).
+the queries sitting on ties (tests/parity/test_realistic_eval.py).
 """
 from __future__ import annotations
 

@@ -8,9 +8,9 @@ import dataclasses
 import jax.numpy as jnp
 
 from clip_jax.models.architecture import CLIPConfig, TextConfig, VisionConfig
-from clip_jax.models.clip import CLIP, head_dims
 from clip_jax.models.families import FAMILIES, family_of
 from clip_jax.models.kernels import ATTENTION_CHOICES, select_kernels
+from clip_jax.models.model import CLIP, head_dims
 from clip_jax.models.registry import MODELS, available_models, get_config, name_of
 from clip_jax.models.resolve import check_config, resolve_config
 from clip_jax.models.scoring import (

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from clip_jax.models.families import siglip_naming
 from clip_jax.models.families.base import Family
-from clip_jax.models.siglip import SiglipTextTransformer, SiglipVisionTransformer
+from clip_jax.models.siglip_towers import SiglipTextTransformer, SiglipVisionTransformer
 
 
 class SigLIPFamily(Family):

@@ -46,6 +46,6 @@ def test_paper_config_smoke_run(tmp_path):
 
 
 def test_zero_shot_demo_module():
-    done = run("-m", "clip_jax.demo")
+    done = run("-m", "clip_jax.zero_shot_demo")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "top-1 accuracy" in done.stdout

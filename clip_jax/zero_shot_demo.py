@@ -1,6 +1,6 @@
 """A zero-shot classification demo that needs no download.
 
-    python -m clip_jax.demo [--model tiny-vit] [--checkpoint PATH]
+    python -m clip_jax.zero_shot_demo [--model tiny-vit] [--checkpoint PATH]
 
 Without --checkpoint it initialises the named CLIP model (random weights: the
 predictions are chance level), writes it as an open_clip checkpoint and reads it back
