@@ -184,7 +184,7 @@ def test_every_shipped_open_clip_config_resolves_or_names_what_is_unsupported():
     ({"vision_cfg": {"pool_type": "avg"}}, "vision_cfg.pool_type='avg'"),
     ({"vision_cfg": {"no_ln_pre": True}}, "vision_cfg.no_ln_pre=True"),
     ({"text_cfg": {"no_causal_mask": True}}, "text_cfg.no_causal_mask=True"),
-    ({"text_cfg": {"mlp_ratio": 2.0}}, "text_cfg.mlp_ratio=2.0"),
+    ({"text_cfg": {"proj_bias": True}}, "text_cfg.proj_bias=True"),  # (text_cfg.mlp_ratio is honoured now)
     ({"custom_text": True}, "custom_text=True"),
     ({"init_logit_bias": -10}, "init_logit_bias=-10"),
     ({"vision_cfg": {"colour": 3}}, "unknown open_clip config field 'vision_cfg.colour'"),

@@ -23,12 +23,17 @@ from clip_jax.models.families.naming import (
     layer_norm_rows,
     pack_qkv_parts,
     shapes_text,
+    text_config_from_hf,
+    text_config_to_hf,
     vision_config_from_hf,
     vision_config_to_hf,
 )
 from clip_jax.models.registry import MODELS
 
 LAYER_NORM_EPS = 1e-5
+# transformers' CLIPTextConfig defaults, for keys a config.json leaves out
+HF_TEXT_DEFAULTS = {"max_position_embeddings": 77, "vocab_size": 49408, "hidden_size": 512,
+                    "num_attention_heads": 8, "num_hidden_layers": 12, "intermediate_size": 2048}
 
 # -- OpenAI's names --------------------------------------------------------------------
 
@@ -217,14 +222,7 @@ def config_from_hf(hf: Mapping, source: str = "config.json", folder: str | None 
         if abs(eps - LAYER_NORM_EPS) > 1e-12:
             raise ValueError(f"layer_norm_eps {eps} unsupported; CLIP uses {LAYER_NORM_EPS}")
     vision = vision_config_from_hf(v, default_patch_size=32)
-    text = TextConfig(
-        context_length=t.get("max_position_embeddings", 77),
-        vocab_size=t.get("vocab_size", 49408),
-        width=t.get("hidden_size", 512),
-        heads=t.get("num_attention_heads", 8),
-        layers=t.get("num_hidden_layers", 12),
-        mlp_ratio=t.get("intermediate_size", 4 * t.get("hidden_size", 512)) / t.get("hidden_size", 512),
-    )
+    text = text_config_from_hf(t, HF_TEXT_DEFAULTS)
     return CLIPConfig(embed_dim=hf.get("projection_dim", 512), vision=vision, text=text, act=acts.pop())
 
 
@@ -239,12 +237,7 @@ def config_to_hf(config: CLIPConfig, logit_scale_init: float) -> dict:
         "logit_scale_init_value": logit_scale_init,
         "torch_dtype": "float32",
         "text_config": {
-            "vocab_size": t.vocab_size,
-            "hidden_size": t.width,
-            "intermediate_size": t.mlp_dim,
-            "num_hidden_layers": t.layers,
-            "num_attention_heads": t.heads,
-            "max_position_embeddings": t.context_length,
+            **text_config_to_hf(t),
             "hidden_act": config.act,
             "layer_norm_eps": LAYER_NORM_EPS,
             "projection_dim": config.embed_dim,

@@ -1,7 +1,7 @@
 """The vocabulary families use to say how their parameters are named in other projects'
 files: `Row`s (one torch state-dict key <-> one Flax path, with the layout change), the
-small row builders every family needs, and the ViT keys that transformers' CLIP and
-SigLIP configs share.  clip_jax.convert.table applies the rows, for import and export
+small row builders every family needs, and the keys that transformers' CLIP and SigLIP
+configs share.  clip_jax.convert.table applies the rows, for import and export
 alike, so the two directions cannot drift apart.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
-from clip_jax.models.architecture import VisionConfig
+from clip_jax.models.architecture import TextConfig, VisionConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +67,28 @@ def vision_config_to_hf(vision: VisionConfig) -> dict:
         "image_size": vision.image_size,
         "patch_size": vision.patch_size,
         "num_channels": 3,
+    }
+
+
+def text_config_from_hf(text: Mapping, defaults: Mapping, **fields) -> TextConfig:
+    """The text tower of a transformers `text_config` dict; `defaults` are the transformers
+    config class's own defaults for keys the dict leaves out; `fields` set the rest."""
+    get = lambda key: text.get(key, defaults[key])  # noqa: E731
+    width = get("hidden_size")
+    return TextConfig(context_length=get("max_position_embeddings"), vocab_size=get("vocab_size"), width=width,
+                      heads=get("num_attention_heads"), layers=get("num_hidden_layers"),
+                      mlp_ratio=get("intermediate_size") / width, **fields)
+
+
+def text_config_to_hf(text: TextConfig) -> dict:
+    """The keys of a transformers `text_config` that CLIP's and SigLIP's share."""
+    return {
+        "vocab_size": text.vocab_size,
+        "hidden_size": text.width,
+        "intermediate_size": text.mlp_dim,
+        "num_hidden_layers": text.layers,
+        "num_attention_heads": text.heads,
+        "max_position_embeddings": text.context_length,
     }
 
 

@@ -27,6 +27,8 @@ from clip_jax.models.families.naming import (
     layer_norm_rows,
     linear_rows,
     pack_qkv_parts,
+    text_config_from_hf,
+    text_config_to_hf,
     vision_config_from_hf,
     vision_config_to_hf,
 )
@@ -34,6 +36,9 @@ from clip_jax.models.registry import MODELS
 from clip_jax.tokenizers import MODEL_FILES
 
 LAYER_NORM_EPS = 1e-6
+# transformers' SiglipTextConfig defaults, for keys a config.json leaves out
+HF_TEXT_DEFAULTS = {"max_position_embeddings": 64, "vocab_size": 32_000, "hidden_size": 768,
+                    "num_attention_heads": 12, "num_hidden_layers": 12, "intermediate_size": 3072}
 SUPPORTED_MODEL_TYPES = ("siglip",)
 HF_MODEL_TYPES = ("siglip", "siglip2")
 SUPPORTED = ("SigLIP and SigLIP 2 FixRes checkpoints: Hugging Face SiglipModel folders (model_type 'siglip') "
@@ -161,17 +166,10 @@ def config_from_hf(hf: Mapping, source: str = "config.json", folder: str | None 
     if projection != width:
         raise ValueError(f"{source}: text_config.projection_size {projection} differs from the image width {width}; "
                          "SigLIP compares the text head's output with the image embedding, so they must be equal")
-    vocab = t.get("vocab_size", 32_000)
+    vocab = t.get("vocab_size", HF_TEXT_DEFAULTS["vocab_size"])
     vision = vision_config_from_hf(v, default_patch_size=16)
-    text = TextConfig(
-        context_length=t.get("max_position_embeddings", 64),
-        vocab_size=vocab,
-        width=text_width,
-        heads=t.get("num_attention_heads", 12),
-        layers=t.get("num_hidden_layers", 12),
-        mlp_ratio=t.get("intermediate_size", 3072) / text_width,
-        tokenizer=tokenizer or ("gemma" if vocab == GEMMA_VOCAB else "siglip"),
-    )
+    text = text_config_from_hf(t, HF_TEXT_DEFAULTS, tokenizer=tokenizer or ("gemma" if vocab == GEMMA_VOCAB
+                                                                           else "siglip"))
     return CLIPConfig(embed_dim=width, vision=vision, text=text, act="gelu_tanh", family="siglip")
 
 
@@ -193,12 +191,7 @@ def config_to_hf(config: CLIPConfig) -> dict:
         "model_type": "siglip",
         "torch_dtype": "float32",
         "text_config": {
-            "vocab_size": t.vocab_size,
-            "hidden_size": t.width,
-            "intermediate_size": t.mlp_dim,
-            "num_hidden_layers": t.layers,
-            "num_attention_heads": t.heads,
-            "max_position_embeddings": t.context_length,
+            **text_config_to_hf(t),
             "hidden_act": HF_ACTIVATION,
             "layer_norm_eps": LAYER_NORM_EPS,
             "projection_size": config.embed_dim,
