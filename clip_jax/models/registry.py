@@ -132,3 +132,19 @@ def name_of(config: CLIPConfig) -> str | None:
         if known == config:
             return name
     return None
+
+
+def markdown_table() -> str:
+    """Every registered architecture as a Markdown table (docs/models.md is this output)."""
+    head = ("| name | family | image tower | image px | patch | width | layers | heads | MLP | embed | "
+            "text ctx | vocab | text width | text layers | text heads | text MLP | act | tokenizer |")
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name in available_models():
+        c = MODELS[name]
+        v, t = c.vision, c.text
+        layers = "-".join(map(str, v.layers)) if v.is_resnet else v.layers
+        rows.append(f"| {name} | {c.family} | {v.tower} | {v.image_size} | {v.patch_size or '-'} | {v.width} | "
+                    f"{layers} | {v.num_heads} | {'-' if v.is_resnet else v.mlp_dim} | {c.embed_dim} | "
+                    f"{t.context_length} | {t.vocab_size} | {t.width} | {t.layers} | {t.heads} | {t.mlp_dim} | "
+                    f"{c.act} | {t.tokenizer} |")
+    return "\n".join(rows) + "\n"

@@ -130,37 +130,51 @@ def check_config(config: CLIPConfig) -> None:
     for name in ("image_size", "width", "head_width"):
         _positive_int(getattr(v, name), f"vision.{name}")
     if v.is_resnet:
-        if len(v.layers) != 4:
-            raise ValueError(f"vision.layers={v.layers}: a ModifiedResNet has 4 stages")
-        for stage, blocks in enumerate(v.layers):
-            _positive_int(blocks, f"vision.layers[{stage}]")
-        if v.patch_size is not None:
-            raise ValueError(f"vision.patch_size={v.patch_size}: a ModifiedResNet (4-tuple vision.layers) has no "
-                             "patches; set it to None, or vision.layers to an int for a ViT")
-        if v.image_size % 32:
-            raise ValueError(f"vision.image_size={v.image_size}: a ModifiedResNet needs a multiple of 32")
-        if (32 * v.width) % v.head_width:
-            raise ValueError(f"vision.head_width={v.head_width}: must divide the attention pool's width "
-                             f"32 * vision.width = {32 * v.width}")
+        _check_resnet(v)
     else:
-        _positive_int(v.layers, "vision.layers")
-        _positive_int(v.patch_size, "vision.patch_size")
-        # Some families' patch convolution drops a remainder (SigLIP so400m/14 at 384 px);
-        # for the others a remainder is a mistake.
-        if v.image_size % v.patch_size and not family.partial_patches:
-            raise ValueError(f"vision.image_size={v.image_size} is not divisible by vision.patch_size={v.patch_size}: "
-                             "the image must split into whole patches")
-        if v.width % v.head_width:
-            raise ValueError(f"vision.width={v.width} is not divisible by vision.head_width={v.head_width} "
-                             f"(heads = width / head_width; e.g. head_width 64 needs a width in 64, 128, 192, ...)")
-        if isinstance(v.mlp_ratio, bool) or not isinstance(v.mlp_ratio, (int, float)) or v.mlp_dim < 1:
-            raise ValueError(f"vision.mlp_ratio={v.mlp_ratio!r}: must be a number > 0 with width * mlp_ratio >= 1")
-    t = config.text
+        _check_vit(v, partial_patches=family.partial_patches)
+    _check_text(config.text)
+    family.check_config(config)
+
+
+def _check_mlp_ratio(tower, where: str) -> None:
+    if isinstance(tower.mlp_ratio, bool) or not isinstance(tower.mlp_ratio, (int, float)) or tower.mlp_dim < 1:
+        raise ValueError(f"{where}.mlp_ratio={tower.mlp_ratio!r}: must be a number > 0 with width * mlp_ratio >= 1")
+
+
+def _check_resnet(v) -> None:
+    if len(v.layers) != 4:
+        raise ValueError(f"vision.layers={v.layers}: a ModifiedResNet has 4 stages")
+    for stage, blocks in enumerate(v.layers):
+        _positive_int(blocks, f"vision.layers[{stage}]")
+    if v.patch_size is not None:
+        raise ValueError(f"vision.patch_size={v.patch_size}: a ModifiedResNet (4-tuple vision.layers) has no "
+                         "patches; set it to None, or vision.layers to an int for a ViT")
+    if v.image_size % 32:
+        raise ValueError(f"vision.image_size={v.image_size}: a ModifiedResNet needs a multiple of 32")
+    if (32 * v.width) % v.head_width:
+        raise ValueError(f"vision.head_width={v.head_width}: must divide the attention pool's width "
+                         f"32 * vision.width = {32 * v.width}")
+
+
+def _check_vit(v, partial_patches: bool) -> None:
+    _positive_int(v.layers, "vision.layers")
+    _positive_int(v.patch_size, "vision.patch_size")
+    # Some families' patch convolution drops a remainder (SigLIP so400m/14 at 384 px);
+    # for the others a remainder is a mistake.
+    if v.image_size % v.patch_size and not partial_patches:
+        raise ValueError(f"vision.image_size={v.image_size} is not divisible by vision.patch_size={v.patch_size}: "
+                         "the image must split into whole patches")
+    if v.width % v.head_width:
+        raise ValueError(f"vision.width={v.width} is not divisible by vision.head_width={v.head_width} "
+                         f"(heads = width / head_width; e.g. head_width 64 needs a width in 64, 128, 192, ...)")
+    _check_mlp_ratio(v, "vision")
+
+
+def _check_text(t) -> None:
     for name in ("context_length", "vocab_size", "width", "heads", "layers"):
         _positive_int(getattr(t, name), f"text.{name}")
     if t.width % t.heads:
         raise ValueError(f"text.width={t.width} is not divisible by text.heads={t.heads} "
                          f"(each head has width / heads dimensions)")
-    if isinstance(t.mlp_ratio, bool) or not isinstance(t.mlp_ratio, (int, float)) or t.mlp_dim < 1:
-        raise ValueError(f"text.mlp_ratio={t.mlp_ratio!r}: must be a number > 0 with width * mlp_ratio >= 1")
-    family.check_config(config)
+    _check_mlp_ratio(t, "text")
