@@ -38,3 +38,27 @@ def test_custom_vit_config():
     assert build(load("custom_vit", "runlocal")).total_steps == 4
     with pytest.raises(ValueError, match="runlocal"):
         load("custom_vit", "fast")
+
+
+def test_checked_fills_defaults_refuses_unknown_keys_and_bad_values():
+    """train_config.checked: the one place defaults come from and values are validated."""
+    import ml_collections
+
+    from clip_jax.train_config import base_config, checked
+
+    partial = ml_collections.ConfigDict({"model": "tiny-vit", "batch_size": 8, "total_steps": 2,
+                                         "optim": {"lr": 1e-3}, "data": {"options": {"num_threads": 1}}})
+    full = checked(partial, devices=1, processes=1)
+    defaults = base_config()
+    assert full.optim.lr == 1e-3 and full.optim.wd == defaults.optim.wd and full.trim_text == defaults.trim_text
+    assert full.data.options.num_threads == 1  # data.options are the pipeline's keywords, checked there
+    with pytest.raises(ValueError, match=r"unknown config key 'optim.lrr'; valid: .*optim.lr\b"):
+        checked(ml_collections.ConfigDict({"optim": {"lrr": 1.0}, "total_steps": 1}), 1, 1)
+    for change, message in ((dict(trim_text="sometimes"), "trim_text 'sometimes' unknown"),
+                            (dict(batch_size=12), "not divisible by the 8 devices"),
+                            (dict(total_steps=0), "set exactly one of total_steps"),
+                            (dict(patch_dropout=1.0), r"patch_dropout must be in \[0, 1\)"),
+                            (dict(evals=({"name": "x", "task": "caption", "data": "demo:val"},)), "task 'caption'")):
+        config = ml_collections.ConfigDict({"model": "tiny-vit", "batch_size": 16, "total_steps": 2, **change})
+        with pytest.raises(ValueError, match=message):
+            checked(config, devices=8, processes=1)

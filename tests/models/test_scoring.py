@@ -33,7 +33,7 @@ def one_step_from_scale(config, logit_scale):
 def test_sigmoid_loss_gives_a_clip_model_the_sigmoid_rule_without_the_cap():
     config = load_config("beyond", "siglip,runlocal")
     setup = build(config)
-    assert setup.model.config.family == "clip" and setup.model.scoring == "sigmoid"
+    assert (setup.model.config.family, setup.model.scoring) == ("clip", "sigmoid")
     assert setup.meta["loss"] == "sigmoid" and setup.meta["scoring"] == "sigmoid"
     high = float(np.log(300.0))  # above the softmax rule's cap of 100
     assert one_step_from_scale(config, high) > np.log(100.0) + 0.5
@@ -49,7 +49,7 @@ def test_a_trained_sigmoid_clip_model_is_scored_with_its_sigmoid(tmp_path):
                            "--workdir", workdir], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     model, variables = clip_jax.load_checkpoint(workdir)
-    assert model.config.family == "clip" and model.scoring == "sigmoid" and "logit_bias" in variables["params"]
+    assert (model.config.family, model.scoring) == ("clip", "sigmoid") and "logit_bias" in variables["params"]
 
     images = np.random.RandomState(0).randn(3, 32, 32, 3).astype(np.float32)
     features = clip_jax.encode_image(model, variables, images)
