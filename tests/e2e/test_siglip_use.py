@@ -148,8 +148,9 @@ def test_eval_py_on_a_siglip_folder(tiny_folder, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(output.read_text())["metrics"]["examples"] == 16
 
+
 def test_demo_on_a_siglip_folder(tiny_folder, monkeypatch, capsys):
-    from clip_jax import demo
+    from clip_jax import zero_shot_demo as demo
 
     monkeypatch.setattr(sys, "argv", ["demo", "--checkpoint", str(tiny_folder)])
     demo.main()
