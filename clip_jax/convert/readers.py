@@ -21,7 +21,7 @@ from clip_jax.convert.safetensors_io import is_safetensors, load_safetensors
 from clip_jax.convert.state_dict_files import describe_unreadable, is_npz, read_state_dict_file, state_dict_of
 from clip_jax.convert.table import normalize_state_dict, state_dict_to_variables
 from clip_jax.convert.torch_archive import CheckpointFormatError, OpaqueObject, is_torch_zip, load_torch_zip
-from clip_jax.models import FAMILIES, CLIPConfig, check_config, family_of, name_of
+from clip_jax.models import FAMILIES, CLIPConfig, check_config, family_of
 
 NATIVE_FORMAT_TAG = "clip_jax"  # the "format" of clip_jax's own safetensors metadata
 
@@ -49,18 +49,6 @@ def _same_as_chosen(found: CLIPConfig, chosen: CLIPConfig | None, where: str) ->
     if chosen is not None and chosen != found:
         raise ValueError(f"{where} holds architecture {found}, which differs from the one asked for: {chosen}")
     return found
-
-
-def _activation_warning(path: str, config: CLIPConfig) -> str:
-    assumed = ("QuickGELU (OpenAI's activation)" if config.act == "quick_gelu"
-               else "GELU (as the LAION models of these shapes)")
-    name = name_of(config)
-    label = f"the {name} architecture" if name else "custom shapes, with OpenAI's 64-wide attention heads"
-    return (f"{path}: a bare state dict does not say which activation its model was trained with, and tensor "
-            f"shapes cannot tell QuickGELU from GELU; assuming {assumed} for {label}. Choose explicitly with "
-            f"name= (an open_clip name such as 'ViT-B-32' is GELU, 'ViT-B-32-quickgelu' and OpenAI's 'ViT-B/32' "
-            f"are QuickGELU) or act='gelu' / act='quick_gelu'"
-            + ("" if name else ", or give the whole architecture with config= (an open_clip model-config JSON)") + ".")
 
 
 def _inferred(family, sd: dict) -> CLIPConfig:
@@ -95,7 +83,7 @@ def from_state_dict(sd: Mapping[str, np.ndarray], path: str, chosen: CLIPConfig 
             raise ValueError(f"{path} does not fit {open_clip_folder.config_path(folder)} beside it; pass config= or "
                              f"name= to load it with another architecture. {error}") from None
     config = known or _inferred(family, sd)
-    warning = None if known is not None or family.shapes_show_activation else _activation_warning(path, config)
+    warning = None if known is not None else family.shape_inference_warning(path, config)
     return Loaded(config, state_dict_to_variables(sd, config), warning=warning)
 
 
@@ -141,8 +129,9 @@ def _read_hf_folder(path: str, chosen: CLIPConfig | None) -> Loaded:
 
 
 def _unknown_folder(path: str, chosen: CLIPConfig | None) -> Loaded:
+    classes = "/".join(family.hf_architecture for family in FAMILIES.values() if family.hf_architecture)
     raise CheckpointFormatError(
-        f"{path}: a directory that is neither a Hugging Face CLIPModel/SiglipModel folder (config.json), an "
+        f"{path}: a directory that is neither a Hugging Face {classes} folder (config.json), an "
         f"open_clip folder ({open_clip_folder.CONFIG_FILE} with weights) nor a clip_jax training workdir "
         "(checkpoints/<step>/)")
 

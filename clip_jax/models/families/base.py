@@ -75,9 +75,6 @@ class Family:
     export_formats: tuple[str, ...] = ("clip_jax",)
     hf_model_types: tuple[str, ...] = ()  # transformers config.json model_type values it reads
     hf_architecture: str = ""  # the transformers class its Hugging Face folders load as
-    # Whether tensor shapes settle the activation (else reading a bare state dict warns
-    # that it assumed one).
-    shapes_show_activation: bool = False
 
     def state_dict_rows(self, config) -> list:
         """Rows (naming.Row) naming every parameter in this family's torch state dicts."""
@@ -98,6 +95,11 @@ class Family:
     def infer_config(self, state_dict):
         """The architecture a state dict with the rows' names has, read from its shapes."""
         raise NotImplementedError
+
+    def shape_inference_warning(self, path: str, config) -> str | None:
+        """What reading `config` from a bare state dict's shapes had to assume, for the
+        user to confirm (None: the shapes settle everything)."""
+        return None
 
     def config_from_hf(self, hf: dict, source: str, folder: str | None = None):
         """The `CLIPConfig` of a transformers config.json dict."""

@@ -61,7 +61,6 @@ class CLIPFamily(Family):
     # OpenAI's names (open_clip's too); Hugging Face CLIPModel's are renamed to them.
     export_formats = ("clip_jax", "open_clip", "hf")
     hf_architecture = "CLIPModel"
-    shapes_show_activation = False
     hf_model_types = ("clip",)
 
     def state_dict_rows(self, config):
@@ -78,6 +77,9 @@ class CLIPFamily(Family):
 
     def infer_config(self, state_dict):
         return clip_naming.infer_config(state_dict)
+
+    def shape_inference_warning(self, path, config):
+        return clip_naming.activation_warning(path, config)  # shapes cannot tell QuickGELU from GELU
 
     def config_from_hf(self, hf, source, folder=None):
         return clip_naming.config_from_hf(hf, source)

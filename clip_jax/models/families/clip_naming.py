@@ -28,7 +28,7 @@ from clip_jax.models.families.naming import (
     vision_config_from_hf,
     vision_config_to_hf,
 )
-from clip_jax.models.registry import MODELS
+from clip_jax.models.registry import MODELS, name_of
 
 LAYER_NORM_EPS = 1e-5
 # transformers' CLIPTextConfig defaults, for keys a config.json leaves out
@@ -334,3 +334,16 @@ def match_registered(config: CLIPConfig) -> CLIPConfig:
         if _shape_signature(known) == signature:
             return known
     return config
+
+
+def activation_warning(path: str, config: CLIPConfig) -> str:
+    """What reading a bare state dict assumed: tensor shapes cannot tell QuickGELU from GELU."""
+    assumed = ("QuickGELU (OpenAI's activation)" if config.act == "quick_gelu"
+               else "GELU (as the LAION models of these shapes)")
+    name = name_of(config)
+    label = f"the {name} architecture" if name else "custom shapes, with OpenAI's 64-wide attention heads"
+    return (f"{path}: a bare state dict does not say which activation its model was trained with, and tensor "
+            f"shapes cannot tell QuickGELU from GELU; assuming {assumed} for {label}. Choose explicitly with "
+            f"name= (an open_clip name such as 'ViT-B-32' is GELU, 'ViT-B-32-quickgelu' and OpenAI's 'ViT-B/32' "
+            f"are QuickGELU) or act='gelu' / act='quick_gelu'"
+            + ("" if name else ", or give the whole architecture with config= (an open_clip model-config JSON)") + ".")

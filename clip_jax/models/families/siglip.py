@@ -50,8 +50,7 @@ class SigLIPFamily(Family):
 
     # Hugging Face SiglipModel names, with each block's q/k/v packed as the Flax blocks hold them.
     export_formats = ("hf", "clip_jax")
-    hf_architecture = "SiglipModel"
-    shapes_show_activation = True
+    hf_architecture = "SiglipModel"  # (its activation is fixed, so shapes settle everything)
     hf_model_types = siglip_naming.HF_MODEL_TYPES
 
     def state_dict_rows(self, config):
