@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 from typing import Sequence
 
@@ -23,13 +24,23 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import clip_jax
 from clip_jax import tokenizers
 from clip_jax.evaluation.prompts import fill
+from clip_jax.models.architecture import VisionConfig
 from clip_jax.models.registry import name_of
 
 TEXT_BATCH = 8  # texts are encoded in batches padded to a multiple of this: few compiled shapes
 
 
+def architecture_json(config) -> str:
+    """The architecture as fingerprinted: its JSON without `vision.tower` where `layers`
+    implies it, as it was before the field existed, so an index keeps matching its model."""
+    data = config.to_dict()
+    if data["vision"]["tower"] == VisionConfig(layers=config.vision.layers, patch_size=None).tower:
+        del data["vision"]["tower"]
+    return json.dumps(data, sort_keys=True)
+
+
 def fingerprint(config, variables) -> str:
-    digest = hashlib.sha256(config.to_json().encode())
+    digest = hashlib.sha256(architecture_json(config).encode())
     leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
     for path, leaf in sorted(leaves, key=lambda item: jax.tree_util.keystr(item[0])):
         values = np.ascontiguousarray(np.asarray(leaf, dtype=np.float32)).astype("<f4", copy=False)
