@@ -51,6 +51,12 @@ def _same_as_chosen(found: CLIPConfig, chosen: CLIPConfig | None, where: str) ->
     return found
 
 
+def _family_of_names(sd: Mapping) -> object:
+    """The family whose parameter names these are; else the first registered one, whose
+    shape inference then says which key is missing."""
+    return next((f for f in FAMILIES.values() if f.recognises(sd)), next(iter(FAMILIES.values())))
+
+
 def _inferred(family, sd: dict) -> CLIPConfig:
     config = family.infer_config(sd)
     try:
@@ -71,8 +77,8 @@ def from_state_dict(sd: Mapping[str, np.ndarray], path: str, chosen: CLIPConfig 
     known = chosen or described
     if known is not None:
         family = family_of(known)
-    else:  # the family whose names these are; the first registered one says what is missing
-        family = next((f for f in FAMILIES.values() if f.recognises(sd)), next(iter(FAMILIES.values())))
+    else:
+        family = _family_of_names(sd)
     sd = family.own_names(sd)
     folder = os.path.dirname(os.path.abspath(path))
     if known is None and "open_clip" in family.export_formats and open_clip_folder.has_config(folder):
@@ -91,9 +97,11 @@ def from_state_dict(sd: Mapping[str, np.ndarray], path: str, chosen: CLIPConfig 
 
 
 def _is_workdir(path: str) -> bool:
-    from clip_jax import train_checkpoints
+    if not os.path.isdir(path):
+        return False
+    from clip_jax import train_checkpoints  # Orbax: imported only for folders
 
-    return os.path.isdir(path) and train_checkpoints.find_step_dir(path) is not None
+    return train_checkpoints.find_step_dir(path) is not None
 
 
 def _read_workdir(path: str, chosen: CLIPConfig | None) -> Loaded:
@@ -150,7 +158,7 @@ def _read_torch(path: str, chosen: CLIPConfig | None) -> Loaded:
     described = None
     if isinstance(obj, OpaqueObject) and chosen is None:  # OpenAI's TorchScript archives: OpenAI's models, QuickGELU
         own = normalize_state_dict(sd)
-        family = next((f for f in FAMILIES.values() if f.recognises(own)), next(iter(FAMILIES.values())))
+        family = _family_of_names(own)
         described = dataclasses.replace(_inferred(family, family.own_names(own)), act="quick_gelu")
     return from_state_dict(sd, path, chosen, described)
 
