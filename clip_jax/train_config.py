@@ -1,8 +1,9 @@
 """The training config: `base_config()`, every key the trainer reads with its default
 (the one place defaults live), `checked(config, devices, processes)`, the config the
 trainer runs (the defaults under it, unknown keys refused, every value validated once,
-before anything compiles), and `paper_config(model, ...)`, the paper's recipe (its
-training details and hyper-parameter tables) for one model.
+before anything compiles; `complete` and `validate` are its two halves), and
+`paper_config(model, ...)`, the paper's recipe (its training details and hyper-parameter
+tables) for one model.
 
 Not a config itself: the files in configs/ build on these, each with its run command,
 and each takes the argument "runlocal" for a short CPU run on the demo data.
@@ -106,8 +107,8 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
-# Sections whose keys are open: data.options are train_iterator's keyword arguments
-# (checked there), evals are evaluation specs (checked by their tasks).
+# Sections whose keys are open: data.options are train_iterator's keyword arguments,
+# checked there.  (evals is one value, a tuple of specs, checked by their tasks.)
 OPEN_SECTIONS = ("data.options",)
 TRIM_TEXT = ("auto", "always", "never")
 ON_NONFINITE = ("stop", "skip")
@@ -132,12 +133,18 @@ def _overlay(defaults: ml_collections.ConfigDict, given, where: str = "") -> Non
             defaults[key] = value
 
 
-def checked(config, devices: int, processes: int) -> ml_collections.ConfigDict:
-    """The config a run uses: `config` over base_config()'s defaults, validated for a
-    run whose global batch is split over `devices` devices and `processes` processes.
+def complete(config) -> ml_collections.ConfigDict:
+    """`config` over base_config()'s defaults: every key present, unknown keys refused.
     Everything downstream reads keys without fallbacks."""
     full = base_config()
     _overlay(full, config)
+    return full
+
+
+def checked(config, devices: int, processes: int) -> ml_collections.ConfigDict:
+    """The config a run uses: `complete(config)`, validated for a run whose global batch
+    is split over `devices` devices and `processes` processes."""
+    full = complete(config)
     validate(full, devices, processes)
     return full
 

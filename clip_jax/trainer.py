@@ -98,10 +98,11 @@ class Setup:
 
 
 def build(config: ml_collections.ConfigDict) -> Setup:
-    """Everything the config describes, checked once here (train_config.checked): the
-    Setup's config holds every key with its value or default."""
+    """Everything the config describes, checked once here (train_config.complete, then
+    validate on this mesh): the Setup's config holds every key with its value or default."""
+    config = train_config.complete(config)
     mesh = make_mesh([tuple(axis) for axis in config.mesh])
-    config = train_config.checked(config, batch_devices(mesh), jax.process_count())
+    train_config.validate(config, batch_devices(mesh), jax.process_count())
     model = create_model(config.model, dtype=config.compute_dtype, remat=config.remat,
                          patch_dropout=config.patch_dropout, attention=config.attention,
                          **losses.model_options(config.loss, config.logit_scale_init, config.logit_bias_init))
@@ -265,6 +266,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
           data_fn: Callable[[Setup, int], Iterator] | None = None) -> TrainState:
     """Train until config's length, resuming from `workdir` if it holds a checkpoint."""
     setup = build(config)
+    config = setup.config  # every key, with its default where `config` leaves it out
     with contextlib.ExitStack() as stack:
         checkpointer = stack.enter_context(contextlib.closing(Checkpointer.for_workdir(
             workdir, keep=config.keep_checkpoints, asynchronous=config.async_checkpoints)))

@@ -1,4 +1,6 @@
 """Every shipped config builds (validates and traces shapes) without compiling."""
+import os
+
 import pytest
 
 from clip_jax.trainer import build
@@ -62,3 +64,16 @@ def test_checked_fills_defaults_refuses_unknown_keys_and_bad_values():
         config = ml_collections.ConfigDict({"model": "tiny-vit", "batch_size": 16, "total_steps": 2, **change})
         with pytest.raises(ValueError, match=message):
             checked(config, devices=8, processes=1)
+
+
+def test_a_config_with_only_some_keys_trains(tmp_path):
+    """The trainer reads the checked config, so keys a config leaves out take their defaults."""
+    import ml_collections
+
+    from clip_jax.trainer import train
+
+    partial = ml_collections.ConfigDict({
+        "model": "tiny-vit", "compute_dtype": "float32", "batch_size": 8, "total_steps": 1, "log_every": 1,
+        "checkpoint_every": 1, "data": {"train": "demo:train", "options": {"shuffle_buffer": 16}}})
+    assert int(train(partial, str(tmp_path)).step) == 1
+    assert os.path.isdir(tmp_path / "checkpoints" / "1")
