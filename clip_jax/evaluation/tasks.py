@@ -1,9 +1,9 @@
 """Evaluation tasks: each one an object with `validate(spec)` (the spec alone, no model),
 `check(model, spec, tokenizer)` (the model and the dataset's headers and labels, no
 image decoded; returns what it resolved) and `run(model, variables, spec, checked)`
-(metrics), registered in `TASKS` by name.  The runner, eval.py's --task choices, the
-training config's validation and the suites all read this one table, so a new task is
-one class here plus one `register` line.
+(metrics), registered in `TASKS` by name.  The runner, eval.py's --task choices and
+flags, and the validation of training configs and suites all read this one table, so a
+new task is one class here plus one `register` line.
 
 What each task's spec holds is in clip_jax/evaluation/runner.py's docstring.
 """
