@@ -9,6 +9,7 @@ What each task's spec holds is in clip_jax/evaluation/runner.py's docstring.
 """
 from __future__ import annotations
 
+import abc
 import re
 from typing import Mapping, Sequence
 
@@ -143,8 +144,8 @@ def _features(
     return features_lib.cached(cache_dir, key, compute)
 
 
-class Task:
-    """The contract every evaluation task fills in."""
+class Task(abc.ABC):
+    """The contract every evaluation task fills in (`run` it must define)."""
 
     name = ""
     # Spec keys that eval.py fills from its flags of the same name for this task.
@@ -157,8 +158,9 @@ class Task:
         """ValueError for a model/dataset mismatch; what the checks resolved, for `run`."""
         return {}
 
+    @abc.abstractmethod
     def run(self, model, variables, spec: Mapping, checked: Mapping) -> dict:
-        raise NotImplementedError
+        """The task's metrics, from what `check` resolved."""
 
 
 def _resolved_tokenizer(model, spec: Mapping, tokenizer) -> dict:

@@ -22,3 +22,20 @@ def test_the_documented_table_is_the_registry():
     table = markdown_table()
     assert documented.endswith(table), "docs/models.md is stale: regenerate its table (see the page)"
     assert documented.count("\n| ") == len(MODELS) + 1  # the header and a row per name
+
+
+def test_a_family_or_task_missing_part_of_its_contract_cannot_be_made():
+    from clip_jax.evaluation.tasks import Task
+    from clip_jax.models.families import Family
+
+    class Partial(Family):
+        name = "partial"
+
+    with pytest.raises(TypeError, match="build_towers"):
+        Partial()
+
+    class NoRun(Task):
+        name = "norun"
+
+    with pytest.raises(TypeError, match="run"):
+        NoRun()

@@ -11,13 +11,15 @@ instead of comparing names, so a new family is one module plus one `register` li
 """
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import numpy as np
 
 
-class Family:
-    """The contract; family modules subclass it and register one instance."""
+class Family(abc.ABC):
+    """The contract; family modules subclass it and register one instance.  The abstract
+    methods are what every family must define (a subclass missing one cannot be made)."""
 
     name: str = ""  # what CLIPConfig.family stores
     title: str = ""  # the name in messages
@@ -48,10 +50,10 @@ class Family:
     def check_config(self, config) -> None:
         """ValueError naming what this family cannot build (after the generic checks)."""
 
+    @abc.abstractmethod
     def build_towers(self, config, *, dtype: Any, remat: bool, patch_dropout: float, full_last_block: bool,
                      kernels) -> tuple[Any, Any]:
         """(image tower, text tower) Flax modules for `config`."""
-        raise NotImplementedError
 
     def token_error(self, shape: tuple, context_length: int) -> str | None:
         """Why int tokens of `shape` cannot feed this family's text tower, or None."""
@@ -76,9 +78,9 @@ class Family:
     hf_model_types: tuple[str, ...] = ()  # transformers config.json model_type values it reads
     hf_architecture: str = ""  # the transformers class its Hugging Face folders load as
 
+    @abc.abstractmethod
     def state_dict_rows(self, config) -> list:
         """Rows (naming.Row) naming every parameter in this family's torch state dicts."""
-        raise NotImplementedError
 
     def recognises(self, state_dict) -> bool:
         """Whether a bare torch state dict is one of this family's (by its key names)."""
@@ -92,22 +94,22 @@ class Family:
         """A state dict with the rows' names renamed to Hugging Face's."""
         raise ValueError(f"{self.name} models have no Hugging Face layout here")
 
+    @abc.abstractmethod
     def infer_config(self, state_dict):
         """The architecture a state dict with the rows' names has, read from its shapes."""
-        raise NotImplementedError
 
     def shape_inference_warning(self, path: str, config) -> str | None:
         """What reading `config` from a bare state dict's shapes had to assume, for the
         user to confirm (None: the shapes settle everything)."""
         return None
 
+    @abc.abstractmethod
     def config_from_hf(self, hf: dict, source: str, folder: str | None = None):
         """The `CLIPConfig` of a transformers config.json dict."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def config_to_hf(self, config, logit_scale: float) -> dict:
         """The transformers config.json dict of an architecture."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"<model family {self.name!r}>"
