@@ -10,8 +10,9 @@
                    [--tfds_data_dir DIR]
 
 PATH: anything clip_jax.load_checkpoint reads (OpenAI .pt, open_clip file, Hugging Face
-CLIP or SigLIP folder, big_vision SigLIP .npz, clip_jax file) or a training workdir (its
-newest checkpoint).  SigLIP models need their SentencePiece tokenizer: a Hugging Face
+CLIP or SigLIP folder, big_vision SigLIP .npz, clip_jax file), a training workdir (its
+newest checkpoint), hf-hub:ORG/NAME, or a pretrained NAME:TAG (ViT-B-32:laion2b_s34b_b79k;
+docs/pretrained.md), downloaded once into the cache.  SigLIP models need their SentencePiece tokenizer: a Hugging Face
 folder's own is used, else pass --tokenizer FILE_OR_FOLDER.  SPEC: a dataset
 spec string as in training (demo:heldout, folder:/data/val, csv:..., wds:..., tfds:...).
 --templates and --class_names take a shipped key (imagenet, imagenet_simple, and OpenAI's
@@ -42,7 +43,8 @@ from clip_jax.evaluation.suites import SUITES
 from clip_jax.evaluation.tasks import TASKS
 from clip_jax.multihost_flags import join_from_flags
 
-flags.DEFINE_string("checkpoint", None, "checkpoint file, HF folder or training workdir", required=True)
+flags.DEFINE_string("checkpoint", None, "checkpoint file, HF folder, training workdir, hf-hub:ORG/NAME or "
+                    "pretrained NAME:TAG", required=True)
 flags.DEFINE_enum("task", "zeroshot", list(TASKS), "what to evaluate")
 flags.DEFINE_string("data", None, "dataset spec string (the test split)")
 flags.DEFINE_string("train_data", None, "linear probe: training split spec")
@@ -104,7 +106,9 @@ def main(argv):
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     model, variables = clip_jax.load_checkpoint(FLAGS.checkpoint, FLAGS.name)
-    checkpoint_id = features.checkpoint_fingerprint(FLAGS.checkpoint) if FLAGS.cache_dir else None
+    # A hub or pretrained name is fingerprinted by the cached files it names.
+    checkpoint_id = (features.checkpoint_fingerprint(clip_jax.pretrained.locate(FLAGS.checkpoint).path)
+                     if FLAGS.cache_dir else None)
     for spec in evals:
         spec.update(image_size=FLAGS.image_size or None, cache_dir=FLAGS.cache_dir or None, checkpoint_id=checkpoint_id)
     tokenizer = clip_jax.tokenizers.for_checkpoint(model, FLAGS.checkpoint, FLAGS.tokenizer or None)

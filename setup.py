@@ -30,6 +30,7 @@ INSTALL_REQUIRES = [
     "pillow==13.0.0",
     "numpy==2.4.6",
     "safetensors==0.8.0",
+    "huggingface_hub==0.36.2",  # pretrained weights: hub downloads, its cache, HF_ENDPOINT / HF_HUB_OFFLINE
     "tqdm==4.70.1",
     # clip_jax.search: approximate nearest neighbours, and the web page's server
     "faiss-cpu==1.15.1",
@@ -72,7 +73,7 @@ setup(
     "pod-scale training, zero-shot and linear-probe evaluation.",
     python_requires=">=3.11,<3.13",  # 3.12 for Colab: every pinned wheel exists for it; CI runs 3.11
     packages=find_packages(include=["clip_jax", "clip_jax.*"]),
-    package_data={"clip_jax": ["tokenizers/*.gz", "evaluation/data/*.json"]},
+    package_data={"clip_jax": ["tokenizers/*.gz", "evaluation/data/*.json", "pretrained/*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
 )

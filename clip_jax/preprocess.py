@@ -27,13 +27,22 @@ MEAN = np.array(get_family("clip").image_mean, np.float32)
 STD = np.array(get_family("clip").image_std, np.float32)
 
 
-def normalization(family: str) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) float32 [3] of a family's images (a family name, e.g. a model's config.family)."""
+def normalization(family) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) float32 [3] of a family's images (a family name, e.g. a model's
+    config.family, or a pretrained row's `preprocessing`)."""
+    return _transform(family)[1:]
+
+
+def _transform(family) -> tuple[str, np.ndarray, np.ndarray]:
+    """(resize, mean, std) of a family name or of an object with those attributes
+    (clip_jax.pretrained.Preprocessing: a checkpoint trained with other statistics)."""
+    if all(hasattr(family, a) for a in ("resize", "mean", "std")):
+        return family.resize, np.array(family.mean, np.float32), np.array(family.std, np.float32)
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r} for preprocessing; valid: {', '.join(FAMILIES)} (a "
-                         "model's config.family)")
+                         "model's config.family) or a pretrained row's preprocessing")
     found = FAMILIES[family]
-    return np.array(found.image_mean, np.float32), np.array(found.image_std, np.float32)
+    return found.resize, np.array(found.image_mean, np.float32), np.array(found.image_std, np.float32)
 
 
 def pixel_affine(family: str = "clip") -> tuple[np.ndarray, np.ndarray]:
@@ -75,12 +84,13 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def preprocess(image: Image.Image, image_size: int = 224, family: str = "clip") -> np.ndarray:
-    """One PIL image -> float32 [image_size, image_size, 3], as `family`'s models take it."""
+def preprocess(image: Image.Image, image_size: int = 224, family="clip") -> np.ndarray:
+    """One PIL image -> float32 [image_size, image_size, 3], as `family`'s models take it
+    (a family name, or a pretrained row's `preprocessing`)."""
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
-    mean, std = normalization(family)
-    if get_family(family).resize == "squash":
+    resize, mean, std = _transform(family)
+    if resize == "squash":
         image = image.convert("RGB")
         if image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), Image.BICUBIC)
@@ -90,11 +100,11 @@ def preprocess(image: Image.Image, image_size: int = 224, family: str = "clip") 
     return (pixels - mean) / std
 
 
-def preprocess_batch(images: Iterable[Image.Image], image_size: int = 224, family: str = "clip") -> np.ndarray:
+def preprocess_batch(images: Iterable[Image.Image], image_size: int = 224, family="clip") -> np.ndarray:
     """PIL images -> float32 NHWC [N, image_size, image_size, 3]."""
     return np.stack([preprocess(image, image_size, family) for image in images])
 
 
-def load_image(path: str, image_size: int = 224, family: str = "clip") -> np.ndarray:
+def load_image(path: str, image_size: int = 224, family="clip") -> np.ndarray:
     with Image.open(path) as image:
         return preprocess(image, image_size, family)

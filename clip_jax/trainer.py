@@ -215,14 +215,17 @@ def initial_state(setup: Setup, checkpointer: Checkpointer):
     state = setup.init_state(jax.random.key(config.seed, impl="rbg"))
     if config.init_from:
         from clip_jax.convert import read_checkpoint
+        from clip_jax.convert.placement import put_on
 
-        model_config, variables = read_checkpoint(config.init_from)
-        if model_config != setup.model.config:
-            raise ValueError(f"init_from {config.init_from} holds {model_config}, but the config trains "
-                             f"{config.model}: {setup.model.config}")
-        params = jax.device_put(variables["params"], setup.state_shardings.params)
-        batch_stats = jax.device_put(variables.get("batch_stats", {}), setup.state_shardings.batch_stats)
-        state = state.replace(params=params, batch_stats=batch_stats)
+        def place(model_config):  # each tensor straight onto its shard as it is read
+            if model_config != setup.model.config:
+                raise ValueError(f"init_from {config.init_from} holds {model_config}, but the config trains "
+                                 f"{config.model}: {setup.model.config}")
+            return put_on({"params": setup.state_shardings.params,
+                           "batch_stats": setup.state_shardings.batch_stats})
+
+        _, variables = read_checkpoint(config.init_from, place=place)
+        state = state.replace(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
         logging.info("initialised from %s", config.init_from)
     return state, None
 

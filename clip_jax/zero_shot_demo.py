@@ -5,9 +5,10 @@
 Without --checkpoint it initialises the named CLIP model (random weights: the
 predictions are chance level), writes it as an open_clip checkpoint and reads it back
 through `load_checkpoint`, so the whole public API runs end to end.  Give it a real
-checkpoint (OpenAI .pt, open_clip file, Hugging Face CLIP or SigLIP folder) for
-meaningful predictions; a SigLIP model's tokenizer is read from its folder (or
---tokenizer FILE_OR_FOLDER), and its probabilities are its own sigmoid scores.
+checkpoint (OpenAI .pt, open_clip file, Hugging Face CLIP or SigLIP folder,
+hf-hub:ORG/NAME, or a pretrained NAME:TAG such as ViT-B-32:openai) for meaningful
+predictions; a SigLIP model's tokenizer is read from its folder (or --tokenizer
+FILE_OR_FOLDER), and its probabilities are its own sigmoid scores.
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def synthetic_images() -> list[Image.Image]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny-vit", choices=clip_jax.available_models())
-    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--checkpoint", default=None,
+                        help="a file or folder, hf-hub:ORG/NAME, or a pretrained NAME:TAG")
     parser.add_argument("--tokenizer", default=None, help="a SigLIP model's SentencePiece file or folder "
                         "(default: the checkpoint's folder)")
     args = parser.parse_args()

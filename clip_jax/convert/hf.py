@@ -13,9 +13,10 @@ import numpy as np
 from clip_jax.convert.state_dict_files import read_state_dict_file
 from clip_jax.convert.torch_archive import CheckpointFormatError
 from clip_jax.models import FAMILIES, CLIPConfig, family_of
+from clip_jax.pretrained import layouts
 
-CONFIG_FILE = "config.json"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+CONFIG_FILE = layouts.HF_CONFIG
+WEIGHT_FILES = layouts.HF_WEIGHTS
 DEFAULT_MODEL_TYPE = "clip"  # transformers' CLIPConfig files once had no model_type
 
 
@@ -43,8 +44,8 @@ def write_config(folder: str, config: CLIPConfig, logit_scale: float) -> None:
 
 def read_weights(folder: str) -> dict[str, np.ndarray]:
     """Every tensor of a Hugging Face folder (all shards of a sharded one)."""
-    index = next((os.path.join(folder, f"{w}.index.json") for w in WEIGHT_FILES
-                  if os.path.exists(os.path.join(folder, f"{w}.index.json"))), None)
+    index = next((os.path.join(folder, layouts.index_file(w)) for w in WEIGHT_FILES
+                  if os.path.exists(os.path.join(folder, layouts.index_file(w)))), None)
     if index:
         with open(index) as f:
             files = sorted(set(json.load(f)["weight_map"].values()))

@@ -28,37 +28,45 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any, Mapping
 
+from jax.sharding import Mesh
+
 from clip_jax.convert import readers, writers
+from clip_jax.convert.placement import on_mesh
+from clip_jax.convert.table import Placement
 from clip_jax.models import CLIP, CLIPConfig, create_model, resolve_config
+from clip_jax.pretrained.hub import is_hub_spec
+from clip_jax.pretrained.locate import locate
+from clip_jax.pretrained.table import get_pretrained
 
 EXPORT_FORMATS = tuple(writers.WRITERS)
 
 log = logging.getLogger(__name__)
 
 
-def read_checkpoint(path: str, name: str | None = None, config: Any = None,
-                    act: str | None = None) -> tuple[CLIPConfig, dict]:
+def read_checkpoint(path: str, name: str | None = None, config: Any = None, act: str | None = None,
+                    place: Placement | None = None, cache_dir: str | None = None) -> tuple[CLIPConfig, dict]:
     """(architecture, Flax variables) of a checkpoint; see the module docstring.
 
-    name / config: the architecture, when the checkpoint does not describe it (any spec
-    `resolve_config` takes; config may be an open_clip model-config JSON path); act:
-    "quick_gelu" or "gelu", overriding the activation."""
-    loaded = _read_model(path, name, config, act)
+    path: a local file or folder, hf-hub:ORG/NAME, or a pretrained NAME:TAG (fetched into
+    the cache first; clip_jax.pretrained).  name / config: the architecture, when the
+    checkpoint does not describe it (any spec `resolve_config` takes; config may be an
+    open_clip model-config JSON path); act: "quick_gelu" or "gelu", overriding the
+    activation; place: where each leaf goes as it is read (placement.on_mesh)."""
+    loaded = _read_model(path, name, config, act, place, cache_dir)
     return loaded.config, loaded.variables
 
 
-def _read_model(path, name, config, act) -> readers.Loaded:
+def _read_model(path, name, config, act, place=None, cache_dir=None) -> readers.Loaded:
     """`read_checkpoint`'s result with the scoring rule the checkpoint records."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     if name is not None and config is not None:
         raise ValueError(f"give the architecture by name= or by config=, not both (got {name!r} and {config!r})")
+    located = locate(path, cache_dir)
     spec = name if name is not None else config
-    loaded = readers.read(path, resolve_config(spec) if spec is not None else None)
+    if spec is None and located.row is not None:  # a pretrained row fixes architecture and activation
+        spec = dataclasses.replace(resolve_config(located.row.architecture), act=act or located.row.act)
+    loaded = readers.read(located.path, resolve_config(spec) if spec is not None else None, place)
     if act is not None:
         loaded.config = resolve_config(dataclasses.replace(loaded.config, act=act))
     elif loaded.warning:
@@ -66,22 +74,46 @@ def _read_model(path, name, config, act) -> readers.Loaded:
     return loaded
 
 
-def load_checkpoint(path: str, name: str | None = None, config: Any = None, **options) -> tuple[CLIP, dict]:
+def load_checkpoint(path: str, name: str | None = None, config: Any = None, *, mesh: Mesh | None = None,
+                    cache_dir: str | None = None, **options) -> tuple[CLIP, dict]:
     """(model, variables) of any supported checkpoint.
 
+    path: a local file or folder, hf-hub:ORG/NAME (open_clip hub layout, HF folder or
+    big_vision .npz), or a pretrained NAME:TAG (clip_jax.list_pretrained()); downloads go
+    to huggingface_hub's cache (hub files) or $CLIP_JAX_CACHE (URLs), or cache_dir.
     name: a registered architecture; config: dimensions, an open_clip model-config JSON
     path or any other spec `resolve_config` takes; both None: the checkpoint's own
     description, else tensor shapes (OpenAI's build_model rule; the activation is then
-    assumed and a warning says so).  options go to `create_model` (dtype, remat, act,
-    scoring).  The model scores as the checkpoint records (a clip_jax training run's
-    loss), else as its family does.
+    assumed and a warning says so).  mesh: variables come back as global arrays sharded
+    on it as the trainer shards them, each placed as it is read.  options go to
+    `create_model` (dtype, remat, act, scoring).  The model scores as the checkpoint
+    records (a clip_jax training run's loss), else as its family does.
     """
-    loaded = _read_model(path, name, config, options.pop("act", None))
+    place = on_mesh(mesh) if mesh is not None else None
+    loaded = _read_model(path, name, config, options.pop("act", None), place, cache_dir)
     scoring = loaded.scoring
     if scoring is None and "logit_bias" in loaded.variables.get("params", {}):
         scoring = "sigmoid"  # saved before the rule was recorded: only that rule has the bias
     options.setdefault("scoring", scoring)
     return create_model(loaded.config, **options), loaded.variables
+
+
+def load_pretrained(name: str, tag: str | None = None, *, cache_dir: str | None = None, mesh: Mesh | None = None,
+                    **options) -> tuple[CLIP, dict]:
+    """(model, variables) of a pretrained checkpoint by name, as open_clip names them:
+    `load_pretrained("ViT-B-32", "laion2b_s34b_b79k")`, `load_pretrained("google/siglip-base-patch16-224")`
+    (tag optional when a name has one), or `load_pretrained("hf-hub:ORG/NAME")`.
+
+    Downloaded once into the cache (cache_dir, else huggingface_hub's and
+    $CLIP_JAX_CACHE), verified, then read as `load_checkpoint` reads it; mesh and
+    options as there.  The row's preprocessing: `clip_jax.get_pretrained(name, tag).preprocessing`.
+    """
+    if is_hub_spec(name):
+        if tag is not None:
+            raise ValueError(f"{name} is a hub repository; it takes no tag (got {tag!r})")
+        return load_checkpoint(name, mesh=mesh, cache_dir=cache_dir, **options)
+    row = get_pretrained(name, tag)
+    return load_checkpoint(row.spec, mesh=mesh, cache_dir=cache_dir, **options)
 
 
 def export_checkpoint(model: CLIP, variables: Mapping, path: str, format: str = "clip_jax") -> str:

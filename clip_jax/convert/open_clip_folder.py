@@ -15,13 +15,11 @@ from clip_jax.models import CLIPConfig
 from clip_jax.models.open_clip_config import to_open_clip
 from clip_jax.models.resolve import read_json, resolve_config
 from clip_jax.preprocess import MEAN, STD
+from clip_jax.pretrained import layouts
 
-CONFIG_FILE = "open_clip_config.json"
-WEIGHTS_FILE = "open_clip_model.safetensors"  # what export writes into a folder
-# open_clip's order of preference among the weight files of a folder
-_PREFERRED = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
-              "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+CONFIG_FILE = layouts.OPEN_CLIP_CONFIG
+WEIGHTS_FILE = layouts.OPEN_CLIP_WEIGHTS[0]  # what export writes into a folder
+_PREFERRED = layouts.OPEN_CLIP_WEIGHTS + layouts.OTHER_WEIGHTS  # open_clip's order among a folder's weight files
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +53,8 @@ def find_weights(folder: str) -> str | None:
     for name in _PREFERRED:
         if os.path.isfile(os.path.join(folder, name)):
             return os.path.join(folder, name)
-    found = sorted(p for suffix in _WEIGHT_SUFFIXES for p in glob.glob(os.path.join(glob.escape(folder), "*" + suffix)))
+    found = sorted(p for suffix in layouts.WEIGHT_SUFFIXES
+                   for p in glob.glob(os.path.join(glob.escape(folder), "*" + suffix)))
     return found[0] if found else None
 
 

@@ -17,9 +17,10 @@ from typing import Callable, Mapping
 import numpy as np
 
 from clip_jax.convert import big_vision, hf, open_clip_folder
+from clip_jax.convert.placement import place_tree
 from clip_jax.convert.safetensors_io import is_safetensors, load_safetensors
 from clip_jax.convert.state_dict_files import describe_unreadable, is_npz, read_state_dict_file, state_dict_of
-from clip_jax.convert.table import normalize_state_dict, state_dict_to_variables
+from clip_jax.convert.table import Placement, normalize_state_dict, state_dict_to_variables
 from clip_jax.convert.torch_archive import CheckpointFormatError, OpaqueObject, is_torch_zip, load_torch_zip
 from clip_jax.models import FAMILIES, CLIPConfig, check_config, family_of
 
@@ -70,7 +71,7 @@ def _inferred(family, sd: dict) -> CLIPConfig:
 
 
 def from_state_dict(sd: Mapping[str, np.ndarray], path: str, chosen: CLIPConfig | None,
-                    described: CLIPConfig | None = None) -> Loaded:
+                    described: CLIPConfig | None = None, place: Placement | None = None) -> Loaded:
     """A bare state dict's model: named by `chosen`, `described` (what the file itself
     says), an open_clip_config.json beside it, or else its shapes."""
     sd = normalize_state_dict(sd)
@@ -84,13 +85,17 @@ def from_state_dict(sd: Mapping[str, np.ndarray], path: str, chosen: CLIPConfig 
     if known is None and "open_clip" in family.export_formats and open_clip_folder.has_config(folder):
         described = open_clip_folder.read_config(folder)
         try:
-            return Loaded(described, state_dict_to_variables(sd, described))
+            return Loaded(described, state_dict_to_variables(sd, described, place))
         except ValueError as error:
             raise ValueError(f"{path} does not fit {open_clip_folder.config_path(folder)} beside it; pass config= or "
                              f"name= to load it with another architecture. {error}") from None
     config = known or _inferred(family, sd)
     warning = None if known is not None else family.shape_inference_warning(path, config)
-    return Loaded(config, state_dict_to_variables(sd, config), warning=warning)
+    return Loaded(config, state_dict_to_variables(sd, config, place), warning=warning)
+
+
+def _placed(variables: dict, config: CLIPConfig, place: Placement | None) -> dict:
+    return place_tree(variables, place(config) if place is not None else None)
 
 
 # -- one reader per layout ---------------------------------------------------------------
@@ -104,13 +109,13 @@ def _is_workdir(path: str) -> bool:
     return train_checkpoints.find_step_dir(path) is not None
 
 
-def _read_workdir(path: str, chosen: CLIPConfig | None) -> Loaded:
+def _read_workdir(path: str, chosen: CLIPConfig | None, place: Placement | None) -> Loaded:
     from clip_jax import train_checkpoints  # Orbax: imported only for training workdirs
 
     step_dir = train_checkpoints.find_step_dir(path)
     meta, variables = train_checkpoints.read_model(step_dir)
     config = _same_as_chosen(CLIPConfig.from_dict(meta["model_config"]), chosen, step_dir)
-    return Loaded(config, variables, scoring=meta.get("scoring"))
+    return Loaded(config, _placed(variables, config, place), scoring=meta.get("scoring"))
 
 
 def _open_clip_weights(path: str) -> str | None:
@@ -124,19 +129,19 @@ def _open_clip_weights(path: str) -> str | None:
     return None
 
 
-def _read_open_clip_folder(path: str, chosen: CLIPConfig | None) -> Loaded:
+def _read_open_clip_folder(path: str, chosen: CLIPConfig | None, place: Placement | None) -> Loaded:
     config = chosen or open_clip_folder.read_config(path)
     sd = family_of(config).own_names(normalize_state_dict(read_state_dict_file(_open_clip_weights(path))))
-    return Loaded(config, state_dict_to_variables(sd, config))
+    return Loaded(config, state_dict_to_variables(sd, config, place))
 
 
-def _read_hf_folder(path: str, chosen: CLIPConfig | None) -> Loaded:
+def _read_hf_folder(path: str, chosen: CLIPConfig | None, place: Placement | None) -> Loaded:
     config = chosen or hf.read_config(path)
     sd = family_of(config).own_names(normalize_state_dict(hf.read_weights(path)))
-    return Loaded(config, state_dict_to_variables(sd, config))
+    return Loaded(config, state_dict_to_variables(sd, config, place))
 
 
-def _unknown_folder(path: str, chosen: CLIPConfig | None) -> Loaded:
+def _unknown_folder(path: str, chosen: CLIPConfig | None, place: Placement | None) -> Loaded:
     classes = "/".join(family.hf_architecture for family in FAMILIES.values() if family.hf_architecture)
     raise CheckpointFormatError(
         f"{path}: a directory that is neither a Hugging Face {classes} folder (config.json), an "
@@ -144,15 +149,15 @@ def _unknown_folder(path: str, chosen: CLIPConfig | None) -> Loaded:
         "(checkpoints/<step>/)")
 
 
-def _read_safetensors(path: str, chosen: CLIPConfig | None) -> Loaded:
+def _read_safetensors(path: str, chosen: CLIPConfig | None, place: Placement | None) -> Loaded:
     tensors, metadata = load_safetensors(path)
     if metadata.get("format") == NATIVE_FORMAT_TAG:  # clip_jax's own: Flax paths and the architecture
         config = _same_as_chosen(CLIPConfig.from_json(metadata["config"]), chosen, path)
-        return Loaded(config, unflatten(tensors), scoring=metadata.get("scoring"))
-    return from_state_dict(tensors, path, chosen)
+        return Loaded(config, _placed(unflatten(tensors), config, place), scoring=metadata.get("scoring"))
+    return from_state_dict(tensors, path, chosen, place=place)
 
 
-def _read_torch(path: str, chosen: CLIPConfig | None) -> Loaded:
+def _read_torch(path: str, chosen: CLIPConfig | None, place: Placement | None) -> Loaded:
     obj = load_torch_zip(path)
     sd = state_dict_of(obj, path)
     described = None
@@ -160,24 +165,24 @@ def _read_torch(path: str, chosen: CLIPConfig | None) -> Loaded:
         own = normalize_state_dict(sd)
         family = _family_of_names(own)
         described = dataclasses.replace(_inferred(family, family.own_names(own)), act="quick_gelu")
-    return from_state_dict(sd, path, chosen, described)
+    return from_state_dict(sd, path, chosen, described, place)
 
 
-def _read_npz(path: str, chosen: CLIPConfig | None) -> Loaded:
+def _read_npz(path: str, chosen: CLIPConfig | None, place: Placement | None) -> Loaded:
     with np.load(path, allow_pickle=False) as arrays:
         if not big_vision.is_big_vision_npz(arrays.files):
             raise CheckpointFormatError(f"{path}: a NumPy .npz file without big_vision SigLIP parameters "
                                         f"(img/..., txt/...); holds {arrays.files[:8]}")
         sd = big_vision.npz_to_hf({k: arrays[k] for k in arrays.files})
-    return from_state_dict(sd, path, chosen)
+    return from_state_dict(sd, path, chosen, place=place)
 
 
-def _unreadable(path: str, chosen: CLIPConfig | None) -> Loaded:
+def _unreadable(path: str, chosen: CLIPConfig | None, place: Placement | None) -> Loaded:
     raise CheckpointFormatError(describe_unreadable(path))
 
 
 # (what it reads, does this path hold it, read it); the first match reads the path.
-READERS: list[tuple[str, Callable[[str], bool], Callable[[str, CLIPConfig | None], Loaded]]] = [
+READERS: list[tuple[str, Callable[[str], bool], Callable[[str, CLIPConfig | None, Placement | None], Loaded]]] = [
     ("clip_jax training workdir", _is_workdir, _read_workdir),
     ("open_clip hub folder", lambda p: _open_clip_weights(p) is not None, _read_open_clip_folder),
     ("Hugging Face folder", lambda p: os.path.isdir(p) and hf.is_folder(p), _read_hf_folder),
@@ -189,8 +194,10 @@ READERS: list[tuple[str, Callable[[str], bool], Callable[[str, CLIPConfig | None
 ]
 
 
-def read(path: str, chosen: CLIPConfig | None) -> Loaded:
+def read(path: str, chosen: CLIPConfig | None, place: Placement | None = None) -> Loaded:
+    """The first reader that holds `path` reads it; `place` puts each leaf where it
+    belongs as it is built (placement.py; None: host arrays)."""
     for _, holds, reader in READERS:
         if holds(path):
-            return reader(path, chosen)
+            return reader(path, chosen, place)
     raise AssertionError("the last reader takes every path")

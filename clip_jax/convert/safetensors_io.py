@@ -5,6 +5,7 @@ Writing goes through the safetensors package.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from typing import Mapping
 
@@ -52,9 +53,9 @@ def load_safetensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(tensors, metadata) of a safetensors file."""
     offset, header = read_header(path)
     metadata = header.pop("__metadata__", None) or {}
-    with open(path, "rb") as f:
-        f.seek(offset)
-        data = f.read()
+    # Mapped, not read: a tensor's bytes are read when it is converted, and a large
+    # checkpoint never sits whole in memory beside its converted copy.
+    data = np.memmap(path, dtype=np.uint8, mode="r", offset=offset) if os.path.getsize(path) > offset else b""
     tensors = {}
     for name, info in header.items():
         try:

@@ -7,7 +7,7 @@ the same rows, so they cannot drift apart.  Nothing here knows any family.
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -15,6 +15,9 @@ import numpy as np
 from clip_jax.models import CLIPConfig, create_model, family_of
 from clip_jax.models.families.naming import contiguous, shapes_text
 from clip_jax.models.model import example_inputs
+
+# config -> (Flax path, host array) -> the array where it belongs (clip_jax/convert/placement.py)
+Placement = Callable[[CLIPConfig], Callable[[tuple, np.ndarray], Any]]
 
 # Keys OpenAI's archives and older open_clip files carry that are not parameters.
 IGNORED_KEYS = re.compile(
@@ -90,8 +93,13 @@ def expected_shapes(config: CLIPConfig) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def state_dict_to_variables(state_dict: Mapping[str, np.ndarray], config: CLIPConfig) -> dict:
+def state_dict_to_variables(state_dict: Mapping[str, np.ndarray], config: CLIPConfig, place: Placement | None = None,
+                            ) -> dict:
     """Flax variables ({'params': ..., ['batch_stats': ...]}) of a torch state dict.
+
+    place: for arrays on devices, `place(config)` gives a function (path, array) -> array
+    that each leaf goes through as soon as it is built, so no second host copy of the
+    model is ever whole (see placement.py).
 
     Raises ValueError listing missing and unexpected keys and shape mismatches, with
     shapes, when the tensors do not fit the architecture.
@@ -112,16 +120,16 @@ def state_dict_to_variables(state_dict: Mapping[str, np.ndarray], config: CLIPCo
             f"  wrong shapes ({len(wrong)}): "
             + (", ".join(f"{k} {tuple(sd[k].shape)} != {expected[k]}" for k in wrong[:40]) or "none")
         )
-    variables: dict = {}
-    stacks: dict[tuple, list] = {}
+    put = place(config) if place is not None else None
+    leaves: dict[tuple, list] = {}  # each Flax leaf's rows, a stacked leaf's in layer order
     for row in table:
-        value = _to_flax(sd[row.key].astype(np.float32, copy=False), row.layout)
-        if row.layer is None:
-            _set(variables, (row.collection,) + row.path, value)
-        else:
-            stacks.setdefault((row.collection,) + row.path, []).append(value)
-    for path, layers in stacks.items():
-        _set(variables, path, np.stack(layers))
+        leaves.setdefault((row.collection,) + row.path, []).append(row)
+    variables: dict = {}
+    for path, leaf_rows in leaves.items():
+        values = [_to_flax(sd[row.key].astype(np.float32, copy=False), row.layout) for row in leaf_rows]
+        # Copies: the values may be views of a memory-mapped file.
+        value = np.stack(values) if leaf_rows[0].layer is not None else np.array(values[0])
+        _set(variables, path, put(path, value) if put is not None else value)
     return variables
 
 

@@ -5,7 +5,8 @@ Naming follows each project's meaning of a name:
   * open_clip names follow open_clip's configs: "ViT-B-32" is GELU (the LAION models),
     "ViT-B-32-quickgelu" is QuickGELU.  The ResNet names ("RN50", ...) mean QuickGELU,
     since every published CLIP ResNet was trained with it.
-  * ViT-H-14 and ViT-g-14 exist only as LAION models: GELU.
+  * ViT-H-14, ViT-g-14 and ViT-bigG-14 are GELU (LAION's); their "-quickgelu" names are
+    DFN's and MetaCLIP's.
   * SigLIP and SigLIP 2 (FixRes) take Hugging Face's hub names ("siglip-base-patch16-224",
     "siglip2-so400m-patch14-384", ...): the same towers, SigLIP 2 with the Gemma tokenizer.
   * "tiny-vit", "tiny-resnet" and "tiny-siglip" are small enough for unit tests on a CPU.
@@ -62,9 +63,18 @@ for _oc_name, _openai_name in _OPEN_CLIP_VIT_NAMES.items():
     MODELS[_oc_name + "-quickgelu"] = OPENAI_MODELS[_openai_name]
 for _rn in ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64"):
     MODELS[_rn + "-quickgelu"] = OPENAI_MODELS[_rn]
+# open_clip's other plain-ViT CLIPs (LAION, DataComp, DFN, MetaCLIP checkpoints), from its model configs.
+MODELS["ViT-B-32-256"] = dataclasses.replace(MODELS["ViT-B-32"], vision=dataclasses.replace(
+    MODELS["ViT-B-32"].vision, image_size=256))
+MODELS["ViT-B-16-plus-240"] = _vit(640, 240, 896, 12, 16, 640, act="gelu")
 MODELS["ViT-H-14"] = _vit(1024, 224, 1280, 32, 14, 1024, text_layers=24, head_width=80, act="gelu")
+MODELS["ViT-H-14-378"] = _vit(1024, 378, 1280, 32, 14, 1024, text_layers=24, head_width=80, act="gelu")
 MODELS["ViT-g-14"] = _vit(1024, 224, 1408, 40, 14, 1024, text_layers=24, head_width=88,
                           mlp_ratio=4.3637, act="gelu")
+MODELS["ViT-bigG-14"] = _vit(1280, 224, 1664, 48, 14, 1280, text_layers=32, head_width=104,
+                             mlp_ratio=4.9231, act="gelu")
+for _name in ("ViT-H-14", "ViT-H-14-378", "ViT-bigG-14"):  # DFN and MetaCLIP trained these with QuickGELU
+    MODELS[_name + "-quickgelu"] = dataclasses.replace(MODELS[_name], act="quick_gelu")
 MODELS["tiny-vit"] = CLIPConfig(
     embed_dim=32,
     vision=VisionConfig(image_size=32, width=64, layers=2, patch_size=8, head_width=32),
@@ -79,8 +89,9 @@ MODELS["tiny-resnet"] = CLIPConfig(
 
 # SigLIP tower shapes (width, depth, heads, MLP width), the same for both towers.
 _SIGLIP_SHAPES = {"base": (768, 12, 12, 3072), "large": (1024, 24, 16, 4096), "so400m": (1152, 27, 16, 4304)}
-# (variant, patch, image sizes) published for both SigLIP and SigLIP 2.
+# (variant, patch, image sizes) published for both SigLIP and SigLIP 2, and for SigLIP 2 alone.
 _SIGLIP_PUBLISHED = [("base", 16, (224, 256, 384, 512)), ("large", 16, (256, 384)), ("so400m", 14, (224, 384))]
+_SIGLIP2_ONLY = [("base", 32, (256,)), ("large", 16, (512,)), ("so400m", 16, (256, 384, 512))]
 # family prefix -> (vocabulary, tokenizer): SigLIP's English SentencePiece, SigLIP 2's Gemma.
 _SIGLIP_TEXT = {"siglip": (32_000, "siglip"), "siglip2": (256_000, "gemma")}
 
@@ -100,7 +111,7 @@ def _siglip(variant: str, patch: int, size: int, vocab: int, tokenizer: str, con
 
 
 for _prefix, (_vocab, _tokenizer) in _SIGLIP_TEXT.items():
-    for _variant, _patch, _sizes in _SIGLIP_PUBLISHED:
+    for _variant, _patch, _sizes in _SIGLIP_PUBLISHED + (_SIGLIP2_ONLY if _prefix == "siglip2" else []):
         for _size in _sizes:
             # SigLIP so400m/14 at 224 px was trained on 16-token texts (big_vision's demo, HF's config).
             _context = 16 if (_prefix, _variant, _size) == ("siglip", "so400m", 224) else 64

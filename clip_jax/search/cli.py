@@ -18,6 +18,7 @@ import json
 import os
 import sys
 
+from clip_jax.pretrained import DownloadError
 from clip_jax.search.index import ANN_MODES, METHODS, Index, ModelMismatchError
 from clip_jax.search.store import DTYPES, SearchIndexError
 
@@ -140,7 +141,8 @@ def parser() -> argparse.ArgumentParser:
     def model_options(p, required: bool = False):
         default = "" if required else " (default: the one the index recorded)"
         p.add_argument("--checkpoint", required=required, default=None,
-                       help="any checkpoint clip_jax.load_checkpoint reads" + default)
+                       help="any checkpoint clip_jax.load_checkpoint reads: a file or folder, "
+                       "hf-hub:ORG/NAME, or a pretrained NAME:TAG" + default)
         p.add_argument("--name", default=None, help="architecture name when tensor shapes cannot tell (e.g. ViT-B-32)")
 
     p = commands.add_parser("index", help="index a folder of images (incremental: reruns embed only what changed)")
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (SearchIndexError, ModelMismatchError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            ValueError, KeyError) as error:
+            ValueError, KeyError, DownloadError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 2

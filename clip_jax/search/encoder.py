@@ -54,13 +54,20 @@ def normalise(x) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def _recorded(checkpoint: str) -> str:
+    """How an index records its checkpoint: a local path made absolute; a hub or
+    pretrained spec (hf-hub:ORG/NAME, NAME:TAG) as it is, which loads anywhere."""
+    local = os.path.expanduser(checkpoint)
+    return os.path.abspath(local) if os.path.exists(local) else checkpoint
+
+
 class Encoder:
     """`model` and `variables` (from clip_jax.load_checkpoint) with the index's conventions."""
 
     def __init__(self, model, variables, checkpoint: str | None = None, batch_size: int = 64, tokenizer=None):
         self.model = model
         self.config = model.config
-        self.checkpoint = os.path.abspath(checkpoint) if checkpoint else None
+        self.checkpoint = _recorded(checkpoint) if checkpoint else None
         self.tokenize = tokenizers.for_checkpoint(self.config, self.checkpoint, tokenizer)
         self.family = self.config.family  # names the image preprocessing the model was trained with
         devices = jax.local_devices()

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from clip_jax.pretrained.locate import locate
 from clip_jax.tokenizers.bpe import tokenize as bpe_tokenize
 from clip_jax.tokenizers.sentencepiece import KINDS, SentencePieceTokenizer
 
@@ -40,9 +41,22 @@ class BPE:
         return f"BPE(context_length={self.context_length})"
 
 
-def model_file(kind: str, path: str) -> str:
-    """The SentencePiece file of a `kind` tokenizer at `path` (the file, or a folder holding it)."""
+def local_path(path: str) -> str:
+    """A local path for `path`: itself, or the cached folder or file of a checkpoint spec
+    (hf-hub:ORG/NAME, a pretrained NAME:TAG), fetched when needed."""
     path = os.path.expanduser(os.fspath(path))
+    if os.path.exists(path):
+        return path
+    try:
+        return locate(path).path
+    except FileNotFoundError:
+        return path  # not a spec either: the caller's error names the path
+
+
+def model_file(kind: str, path: str) -> str:
+    """The SentencePiece file of a `kind` tokenizer at `path` (the file, or a folder holding
+    it, or a checkpoint spec whose folder holds it)."""
+    path = local_path(path)
     if os.path.isdir(path):
         candidate = os.path.join(path, MODEL_FILES[kind])
         if not os.path.exists(candidate):
@@ -125,5 +139,5 @@ def for_checkpoint(model_or_config, checkpoint: str | None, given=None) -> Token
         return resolve(config, given)
     if not checkpoint:
         return load_tokenizer(config)  # the error naming the file to pass
-    checkpoint = os.path.expanduser(os.fspath(checkpoint))
+    checkpoint = local_path(checkpoint)
     return load_tokenizer(config, checkpoint if os.path.isdir(checkpoint) else os.path.dirname(checkpoint) or ".")

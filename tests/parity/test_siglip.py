@@ -21,6 +21,7 @@ transformers = pytest.importorskip("transformers")
 import clip_jax  # noqa: E402
 from clip_jax.models.families.siglip_naming import config_to_hf  # noqa: E402
 from tests.helpers.oracles import max_diff, perturb_torch_model  # noqa: E402
+from tests.helpers.siglip import to_big_vision  # noqa: E402
 
 TOLERANCE = 1e-4
 # name -> depth of both towers in the test (full widths, heads, MLPs, positions, vocabulary)
@@ -143,68 +144,6 @@ def test_sharded_folder(reference, scratch):
 
 
 # -- big_vision .npz ----------------------------------------------------------------------
-
-
-def to_big_vision(state: dict, config, stacked: bool = False) -> dict:
-    """transformers' SigLIP conversion run backwards: HF tensors -> big_vision's names and layouts."""
-    heads = {"vision_model": config.vision.num_heads, "text_model": config.text.heads}
-    out = {}
-
-    def attention(prefix, tower, name, weight, bias):
-        width = weight.shape[1] if name != "out" else weight.shape[0]
-        n = heads[tower]
-        if name == "out":  # torch [width, heads * head_dim] -> [heads, head_dim, width]
-            out[f"{prefix}/out/kernel"] = weight.T.reshape(n, -1, width)
-            out[f"{prefix}/out/bias"] = bias
-        else:  # torch [heads * head_dim, width] -> [width, heads, head_dim]
-            out[f"{prefix}/{name}/kernel"] = weight.T.reshape(width, n, -1)
-            out[f"{prefix}/{name}/bias"] = bias.reshape(n, -1)
-
-    for tower, root, layers in (("vision_model", "img/Transformer", config.vision.layers),
-                                ("text_model", "txt/Encoder_0", config.text.layers)):
-        for i in range(layers):
-            hf, bv = f"{tower}.encoder.layers.{i}", f"{root}/encoderblock_{i}"
-            for ln, name in (("layer_norm1", "LayerNorm_0"), ("layer_norm2", "LayerNorm_1")):
-                out[f"{bv}/{name}/scale"] = state[f"{hf}.{ln}.weight"]
-                out[f"{bv}/{name}/bias"] = state[f"{hf}.{ln}.bias"]
-            for fc, name in (("fc1", "Dense_0"), ("fc2", "Dense_1")):
-                out[f"{bv}/MlpBlock_0/{name}/kernel"] = state[f"{hf}.mlp.{fc}.weight"].T
-                out[f"{bv}/MlpBlock_0/{name}/bias"] = state[f"{hf}.mlp.{fc}.bias"]
-            for proj, name in (("q", "query"), ("k", "key"), ("v", "value"), ("out", "out")):
-                attention(f"{bv}/MultiHeadDotProductAttention_0", tower, name,
-                          state[f"{hf}.self_attn.{proj}_proj.weight"], state[f"{hf}.self_attn.{proj}_proj.bias"])
-    out["img/embedding/kernel"] = state["vision_model.embeddings.patch_embedding.weight"].transpose(2, 3, 1, 0)
-    out["img/embedding/bias"] = state["vision_model.embeddings.patch_embedding.bias"]
-    out["img/pos_embedding"] = state["vision_model.embeddings.position_embedding.weight"][None]
-    out["img/Transformer/encoder_norm/scale"] = state["vision_model.post_layernorm.weight"]
-    out["img/Transformer/encoder_norm/bias"] = state["vision_model.post_layernorm.bias"]
-    out["img/MAPHead_0/probe"] = state["vision_model.head.probe"]
-    map_attention = "img/MAPHead_0/MultiHeadDotProductAttention_0"
-    weights = np.split(state["vision_model.head.attention.in_proj_weight"], 3)
-    biases = np.split(state["vision_model.head.attention.in_proj_bias"], 3)
-    for name, weight, bias in zip(("query", "key", "value"), weights, biases):
-        attention(map_attention, "vision_model", name, weight, bias)
-    attention(map_attention, "vision_model", "out", state["vision_model.head.attention.out_proj.weight"],
-              state["vision_model.head.attention.out_proj.bias"])
-    out["img/MAPHead_0/LayerNorm_0/scale"] = state["vision_model.head.layernorm.weight"]
-    out["img/MAPHead_0/LayerNorm_0/bias"] = state["vision_model.head.layernorm.bias"]
-    for fc, name in (("fc1", "Dense_0"), ("fc2", "Dense_1")):
-        out[f"img/MAPHead_0/MlpBlock_0/{name}/kernel"] = state[f"vision_model.head.mlp.{fc}.weight"].T
-        out[f"img/MAPHead_0/MlpBlock_0/{name}/bias"] = state[f"vision_model.head.mlp.{fc}.bias"]
-    out["txt/Embed_0/embedding"] = state["text_model.embeddings.token_embedding.weight"]
-    out["txt/pos_embedding"] = state["text_model.embeddings.position_embedding.weight"][None]
-    out["txt/Encoder_0/encoder_norm/scale"] = state["text_model.final_layer_norm.weight"]
-    out["txt/Encoder_0/encoder_norm/bias"] = state["text_model.final_layer_norm.bias"]
-    out["txt/head/kernel"] = state["text_model.head.weight"].T
-    out["txt/head/bias"] = state["text_model.head.bias"]
-    out["t"], out["b"] = state["logit_scale"], state["logit_bias"]
-    if stacked:  # scanned models keep one `encoderblock` with a leading layer axis
-        for root, layers in (("img/Transformer", config.vision.layers), ("txt/Encoder_0", config.text.layers)):
-            names = {k.split("/", 3)[3] for k in out if k.startswith(f"{root}/encoderblock_")}
-            for name in names:
-                out[f"{root}/encoderblock/{name}"] = np.stack(
-                    [out.pop(f"{root}/encoderblock_{i}/{name}") for i in range(layers)])
-    return {f"params/{k}": np.ascontiguousarray(v) for k, v in out.items()}
 
 
 def test_big_vision_npz(reference, scratch):
