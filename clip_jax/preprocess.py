@@ -8,6 +8,8 @@ images resize as PIL resizes them); scale to [0, 1]; normalise with the family's
 "squash" (SigLIP, matching transformers' SiglipImageProcessor): convert to RGB; resize the
 whole image to n_px x n_px with PIL's bicubic (no crop: the aspect ratio is not kept);
 scale to [0, 1] and normalise (mean and std 0.5: [-1, 1]).
+A pretrained row's `preprocessing` (clip_jax.pretrained.Preprocessing) names its own
+resize, statistics and when it converts to RGB (open_clip's rows: after resizing).
 Output is NHWC float32.
 
 Also the one definition of these normalisations for uint8 pixels (`pixel_affine`): the
@@ -30,19 +32,23 @@ STD = np.array(get_family("clip").image_std, np.float32)
 def normalization(family) -> tuple[np.ndarray, np.ndarray]:
     """(mean, std) float32 [3] of a family's images (a family name, e.g. a model's
     config.family, or a pretrained row's `preprocessing`)."""
-    return _transform(family)[1:]
+    return _transform(family)[1:3]
 
 
-def _transform(family) -> tuple[str, np.ndarray, np.ndarray]:
-    """(resize, mean, std) of a family name or of an object with those attributes
-    (clip_jax.pretrained.Preprocessing: a checkpoint trained with other statistics)."""
+def _transform(family) -> tuple[str, np.ndarray, np.ndarray, bool]:
+    """(resize, mean, std, whether to convert to RGB before resizing) of a family name or
+    of an object with those attributes (clip_jax.pretrained.Preprocessing: a checkpoint
+    trained with other statistics, or by open_clip, which converts after resizing)."""
     if all(hasattr(family, a) for a in ("resize", "mean", "std")):
-        return family.resize, np.array(family.mean, np.float32), np.array(family.std, np.float32)
+        return (family.resize, np.array(family.mean, np.float32), np.array(family.std, np.float32),
+                getattr(family, "rgb_first", False))
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r} for preprocessing; valid: {', '.join(FAMILIES)} (a "
                          "model's config.family) or a pretrained row's preprocessing")
     found = FAMILIES[family]
-    return found.resize, np.array(found.image_mean, np.float32), np.array(found.image_std, np.float32)
+    # SigLIP's squash is transformers' processor's, which converts first; CLIP's crop is OpenAI's, which converts last.
+    return (found.resize, np.array(found.image_mean, np.float32), np.array(found.image_std, np.float32),
+            found.resize == "squash")
 
 
 def pixel_affine(family: str = "clip") -> tuple[np.ndarray, np.ndarray]:
@@ -89,13 +95,15 @@ def preprocess(image: Image.Image, image_size: int = 224, family="clip") -> np.n
     (a family name, or a pretrained row's `preprocessing`)."""
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL.Image.Image, got {type(image).__name__}")
-    resize, mean, std = _transform(family)
-    if resize == "squash":
+    resize, mean, std, rgb_first = _transform(family)
+    if rgb_first:
         image = image.convert("RGB")
+    if resize == "squash":
         if image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), Image.BICUBIC)
     else:
-        image = center_crop(resize_shorter_side(image, image_size), image_size).convert("RGB")
+        image = center_crop(resize_shorter_side(image, image_size), image_size)
+    image = image.convert("RGB")
     pixels = np.asarray(image, dtype=np.float32) / 255.0
     return (pixels - mean) / std
 

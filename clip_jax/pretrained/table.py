@@ -16,20 +16,21 @@ import os
 import re
 from typing import Iterable
 
-from clip_jax.models.registry import MODELS
-
 TABLE_FILE = os.path.join(os.path.dirname(__file__), "checkpoints.json")
 
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
     """An evaluation transform: `resize` "crop" (shorter side, centre crop) or "squash"
-    (the whole image to a square), then (pixels / 255 - mean) / std."""
+    (the whole image to a square), then (pixels / 255 - mean) / std.  `rgb_first`: convert
+    to RGB before resizing (transformers' SigLIP processor) rather than after (OpenAI's
+    and open_clip's transforms), which changes palette and RGBA images."""
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
     resize: str = "crop"
+    rgb_first: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +81,9 @@ def _read_table(path: str = TABLE_FILE) -> list[Pretrained]:
 
 
 def check_row(row: Pretrained) -> None:
-    """ValueError naming what is wrong with a row (the table's and `register`'s check)."""
-    if row.architecture not in MODELS:
-        raise ValueError(f"pretrained {row.spec}: architecture {row.architecture!r} is not registered; "
-                         "clip_jax.available_models() lists those that are")
+    """ValueError naming what is wrong with a row (the table's and `register`'s check).
+    The architecture name is checked where it is built (`resolve_config`), so that this
+    package stays below the models (tokenizers read checkpoint specs through it)."""
     if bool(row.source.url) == bool(row.source.hf_hub):
         raise ValueError(f"pretrained {row.spec}: give a source by url (with sha256) or by hf_hub, not {row.source!r}")
     if row.source.url and not re.fullmatch(r"[0-9a-f]{64}", row.source.sha256):

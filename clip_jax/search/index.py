@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from clip_jax.pretrained import DownloadError
 from clip_jax.search import ann as ann_lib
 from clip_jax.search import files as files_lib
 from clip_jax.search.embedding import embed_chunks
@@ -168,10 +169,16 @@ class Index:
     def encoder(self) -> Encoder:
         if self._encoder is None:
             checkpoint = self.store.manifest["model"].get("checkpoint")
-            if not checkpoint or not os.path.exists(checkpoint):
+            if not checkpoint:
+                raise SearchIndexError(f"index {self.store.path} needs its model to embed queries and recorded no "
+                                       "checkpoint; pass --checkpoint (checkpoint=)")
+            try:  # a local path, or a hub / pretrained spec that loads from the cache or the network
+                encoder = Encoder.from_checkpoint(checkpoint, name=self.store.manifest["model"].get("name"))
+            except (FileNotFoundError, DownloadError) as error:
                 raise SearchIndexError(f"index {self.store.path} needs its model to embed queries, and its recorded "
-                                       f"checkpoint {checkpoint!r} is not there; pass --checkpoint (checkpoint=)")
-            self.attach(Encoder.from_checkpoint(checkpoint, name=self.store.manifest["model"].get("name")))
+                                       f"checkpoint {checkpoint!r} cannot be loaded ({error}); pass --checkpoint "
+                                       "(checkpoint=)") from None
+            self.attach(encoder)
         return self._encoder
 
     # -- contents --------------------------------------------------------------------------------

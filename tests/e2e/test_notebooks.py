@@ -83,12 +83,14 @@ def test_zero_shot_notebook(tmp_path, kernel, monkeypatch):
     assert len(outputs(notebook, "image/png")) == 2  # predictions, search hits
 
 
-def test_zero_shot_notebook_with_a_siglip_model(tmp_path, kernel, monkeypatch):
-    """The same notebook on a SigLIP Hugging Face folder: its SentencePiece tokenizer read
-    from the folder, SigLIP's preprocessing and sigmoid probabilities."""
+def test_zero_shot_notebook_with_a_siglip_model_from_the_hub(tmp_path, kernel, monkeypatch):
+    """The same notebook from its one-line `load_pretrained`, on a SigLIP repository served
+    by a loopback hub (HF_ENDPOINT): its SentencePiece tokenizer downloaded with it,
+    SigLIP's preprocessing and sigmoid probabilities."""
     import shutil
 
     import clip_jax
+    from tests.helpers.hub_server import HubServer
     from tests.helpers.siglip import train_sentencepiece
 
     monkeypatch.setenv("XLA_FLAGS", "")
@@ -96,10 +98,16 @@ def test_zero_shot_notebook_with_a_siglip_model(tmp_path, kernel, monkeypatch):
     folder = tmp_path / "siglip"
     clip_jax.export_checkpoint(model, clip_jax.init_variables(model), str(folder), "hf")
     shutil.copy(train_sentencepiece(tmp_path, "siglip"), folder / "spiece.model")
-    notebook = execute("zero_shot.ipynb", tmp_path / "out.ipynb", kernel, checkpoint=str(folder),
-                       num_images=4, num_eval_images=20, search_images=8, top_k=3)
+    with HubServer(str(tmp_path / "hub")) as hub:
+        hub.add_repo("test/tiny-siglip", str(folder))
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)  # the kernel inherits the environment
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+        notebook = execute("zero_shot.ipynb", tmp_path / "out.ipynb", kernel, pretrained="hf-hub:test/tiny-siglip",
+                           tag="", num_images=4, num_eval_images=20, search_images=8, top_k=3)
+        assert {path.rsplit("/", 1)[-1] for _, path, _ in hub.gets()} == {"config.json", "model.safetensors",
+                                                                        "spiece.model"}
     text = outputs(notebook, "text")
-    assert "siglip model, ViT image tower, 32 px input" in text
+    assert "hf-hub:test/tiny-siglip: siglip model, ViT image tower, 32 px input" in text
     assert "18 classes x 5 templates encoded" in text and "sigmoid per class" in text
     assert "9 images indexed and 4 queries searched" in text
     assert len(outputs(notebook, "image/png")) == 2
