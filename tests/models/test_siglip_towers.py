@@ -30,6 +30,8 @@ def test_registered_names():
     expected = {f"{family}-{shape}" for family in ("siglip", "siglip2") for shape in (
         "base-patch16-224", "base-patch16-256", "base-patch16-384", "base-patch16-512", "large-patch16-256",
         "large-patch16-384", "so400m-patch14-224", "so400m-patch14-384")}
+    expected |= {f"siglip2-{shape}" for shape in ("base-patch32-256", "large-patch16-512", "so400m-patch16-256",
+                                                  "so400m-patch16-384", "so400m-patch16-512")}  # SigLIP 2 only
     assert set(SIGLIP_NAMES) == expected
     for name in SIGLIP_NAMES:
         config = MODELS[name]
