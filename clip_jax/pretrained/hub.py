@@ -146,20 +146,22 @@ def list_files(spec: HubSpec, cache_dir: str | None = None) -> list[str]:
     return cached[1]
 
 
+def _file(spec: HubSpec, name: str, cache_dir: str | None) -> str:
+    try:
+        return hub_file(spec.repo_id, name, revision=spec.revision, cache_dir=cache_dir)
+    except DownloadError:
+        raise
+    except Exception as error:  # huggingface_hub's HTTP, offline and cache errors
+        raise DownloadError(f"{spec}: could not fetch {name} ({type(error).__name__}: {str(error)[:300]}); "
+                            "offline, only files fetched before are in the cache") from None
+
+
 def fetch(spec: str | HubSpec, cache_dir: str | None = None) -> str:
     """The local path of a hub checkpoint: the snapshot folder holding its layout's files,
     or the file itself for one-file layouts."""
     spec = parse(spec) if isinstance(spec, str) else spec
     chosen = choose_files(spec, list_files(spec, cache_dir))
-    paths = []
-    for name in chosen:
-        try:
-            paths.append(hub_file(spec.repo_id, name, revision=spec.revision, cache_dir=cache_dir))
-        except DownloadError:
-            raise
-        except Exception as error:
-            raise DownloadError(f"{spec}: could not fetch {name} ({type(error).__name__}: {str(error)[:300]}); "
-                                "offline, only files fetched before are in the cache") from None
+    paths = [_file(spec, name, cache_dir) for name in chosen]
     if len(chosen) == 1 and (spec.filename or not chosen[0].endswith(".json")):
         return paths[0]
     return os.path.dirname(paths[0])
@@ -173,5 +175,5 @@ def fetch_first(repo_id: str, candidates: tuple[str, ...], revision: str | None 
     files = set(list_files(spec, cache_dir))
     for name in candidates:
         if name in files:
-            return hub_file(repo_id, name, revision=revision, cache_dir=cache_dir)
+            return _file(spec, name, cache_dir)
     raise DownloadError(f"{spec}: none of {', '.join(candidates)} in the repository; it holds {sorted(files)[:40]}")

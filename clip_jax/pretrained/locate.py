@@ -13,7 +13,7 @@ import dataclasses
 import os
 
 from clip_jax.pretrained import hub
-from clip_jax.pretrained.fetch import fetch_url
+from clip_jax.pretrained.fetch import DownloadError, fetch_url
 from clip_jax.pretrained.table import Pretrained, get_pretrained, is_model_name, model_names
 
 
@@ -43,13 +43,25 @@ def pretrained_row(spec: str) -> Pretrained | None:
 
 
 def fetch_row(row: Pretrained, cache_dir: str | None = None) -> Located:
+    """A row's files, from its hub repository, else (a row with both, as OpenAI's) its URL."""
     source = row.source
-    if source.url:
+    hub_failed = None
+    if source.hf_hub:
+        hub_cache = os.path.join(cache_dir, "hub") if cache_dir else None
+        try:
+            if source.files:
+                return Located(hub.fetch_first(source.hf_hub, source.files, cache_dir=hub_cache), row)
+            return Located(hub.fetch(hub.HubSpec(source.hf_hub), cache_dir=hub_cache), row)
+        except DownloadError as error:
+            if not source.url:
+                raise
+            hub_failed = error
+    try:
         return Located(fetch_url(source.url, source.sha256, cache_dir), row)
-    hub_cache = os.path.join(cache_dir, "hub") if cache_dir else None
-    if source.files:
-        return Located(hub.fetch_first(source.hf_hub, source.files, cache_dir=hub_cache), row)
-    return Located(hub.fetch(hub.HubSpec(source.hf_hub), cache_dir=hub_cache), row)
+    except DownloadError as error:
+        if hub_failed is None:
+            raise
+        raise DownloadError(f"{row.spec}: neither source answered. Hub: {hub_failed} URL: {error}") from None
 
 
 def locate(spec, cache_dir: str | None = None) -> Located:

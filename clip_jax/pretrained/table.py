@@ -35,9 +35,10 @@ class Preprocessing:
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-    """Where a checkpoint's weights are: a URL with the SHA-256 of its file, or a hub
-    repository (`files`: the weight files to try in order, read with the row's
-    architecture; empty: the repository read as a folder, config and tokenizer included)."""
+    """Where a checkpoint's weights are: a hub repository (`files`: the weight files to
+    try in order, read with the row's architecture; empty: the repository read as a
+    folder, config and tokenizer included), and/or a URL with the SHA-256 of its file
+    (tried when the hub fails, for a row that has both)."""
 
     url: str = ""
     sha256: str = ""
@@ -45,9 +46,9 @@ class Source:
     files: tuple[str, ...] = ()
 
     def __str__(self):
-        if self.url:
-            return f"{self.url} (sha256 {self.sha256})"
-        return f"hf-hub:{self.hf_hub}" + (f" ({' or '.join(self.files)})" if self.files else "")
+        hub = f"hf-hub:{self.hf_hub}" + (f" ({' or '.join(self.files)})" if self.files else "") if self.hf_hub else ""
+        url = f"{self.url} (sha256 {self.sha256})" if self.url else ""
+        return " or ".join(part for part in (hub, url) if part)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +85,8 @@ def check_row(row: Pretrained) -> None:
     """ValueError naming what is wrong with a row (the table's and `register`'s check).
     The architecture name is checked where it is built (`resolve_config`), so that this
     package stays below the models (tokenizers read checkpoint specs through it)."""
-    if bool(row.source.url) == bool(row.source.hf_hub):
-        raise ValueError(f"pretrained {row.spec}: give a source by url (with sha256) or by hf_hub, not {row.source!r}")
+    if not row.source.url and not row.source.hf_hub:
+        raise ValueError(f"pretrained {row.spec}: give a source: hf_hub (a repository), url (with sha256), or both")
     if row.source.url and not re.fullmatch(r"[0-9a-f]{64}", row.source.sha256):
         raise ValueError(f"pretrained {row.spec}: a URL source needs the file's SHA-256 as 64 lowercase hex digits, "
                          f"got {row.source.sha256!r}")

@@ -207,6 +207,21 @@ def test_a_file_whose_sha256_differs_is_refused_and_not_cached(endpoint, rows, t
     assert os.listdir(os.path.join(str(tmp_path), "0" * 64)) == []
 
 
+def test_a_row_with_both_sources_falls_back_to_its_url(endpoint, rows, tmp_path):
+    """OpenAI's rows: the hub first, the URL (SHA-256 checked) when the hub does not answer."""
+    plain = endpoint.repos["plain.pt"][0]
+    url = endpoint.add_file(plain)
+    rows(model="tiny-both", tag="test", source=Source(hf_hub="test/gone", files=("open_clip_model.safetensors",),
+                                                      url=url, sha256=sha256_of(plain)))
+    model, variables = clip_jax.load_pretrained("tiny-both", "test", cache_dir=str(tmp_path))
+    assert_features(endpoint, "plain.pt", model, variables)
+    assert [p for _, p, _ in endpoint.gets()] == ["/files/plain.pt"]
+    rows(model="tiny-both", tag="broken", source=Source(hf_hub="test/gone", files=("x.bin",), url=url + "-gone",
+                                                        sha256=sha256_of(plain)))
+    with pytest.raises(DownloadError, match=r"tiny-both:broken: neither source answered. Hub: .*test/gone.*URL: .*404"):
+        clip_jax.load_pretrained("tiny-both", "broken", cache_dir=str(tmp_path))
+
+
 def test_a_hub_row_reads_its_weight_file_with_its_architecture(endpoint, rows, tmp_path):
     rows(model="tiny-hub", tag="test", source=Source(hf_hub="test/open_clip", files=("open_clip_model.safetensors",)))
     model, variables = clip_jax.load_checkpoint("tiny-hub:test", cache_dir=str(tmp_path))  # the NAME:TAG spelling

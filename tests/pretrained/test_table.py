@@ -43,10 +43,12 @@ def test_every_open_clip_checkpoint_clip_jax_builds_is_in_the_table():
 @pytest.mark.parametrize("row", CLIP_ROWS, ids=lambda r: r.spec)
 def test_a_clip_row_is_open_clips(row):
     entry = open_clip_rows()[(row.model, row.tag)]
-    if row.source.url:  # OpenAI's files: the URL names the SHA-256
+    assert row.source.hf_hub == entry["hf_hub"].rstrip("/")  # tried first, as open_clip prefers the hub
+    assert row.source.files == ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    if row.tag == "openai":  # OpenAI's files also by URL, which names the SHA-256
         assert row.source.url == entry["url"] and row.source.sha256 in entry["url"]
     else:
-        assert row.source.hf_hub == entry["hf_hub"].rstrip("/")
+        assert row.source.url == ""
     quick = entry.get("quick_gelu", False) or open_clip.get_model_config(row.model).get("quick_gelu", False)
     assert row.act == ("quick_gelu" if quick else "gelu")
     assert np.allclose(row.preprocessing.mean, entry["mean"]) and np.allclose(row.preprocessing.std, entry["std"])
