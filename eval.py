@@ -1,4 +1,4 @@
-"""Evaluate a CLIP or SigLIP checkpoint: zero-shot classification, retrieval or a linear probe.
+"""Evaluate a CLIP or SigLIP checkpoint: zero-shot classification, retrieval, a linear probe or few-shot Tip-Adapter.
 
     python eval.py --checkpoint PATH --task zeroshot --data tfds:cifar10:test --templates cifar10
     python eval.py --checkpoint PATH --task zeroshot --data folder:/data/val \\
@@ -6,6 +6,8 @@
     python eval.py --checkpoint PATH --task retrieval --data wds:/data/coco-test-{000..004}.tar
     python eval.py --checkpoint PATH --task linear_probe --train_data tfds:cifar10:train \\
                    --data tfds:cifar10:test [--val_data SPEC] [--kshot 16] [--features pre|post]
+    python eval.py --checkpoint PATH --task tip_adapter --train_data SPEC --data SPEC [--val_data SPEC] \\
+                   [--kshot 16] [--templates KEY] [--class_names KEY]
     python eval.py --checkpoint PATH --suite zeroshot_paper|imagenet_robustness|retrieval \\
                    [--tfds_data_dir DIR]
 
@@ -58,10 +60,10 @@ flags.DEFINE_string("class_subset", "", "score only these classes: imagenet_a, i
 flags.DEFINE_bool("check_class_count", True, "the class names must match the dataset's class count")
 flags.DEFINE_enum("suite", None, list(SUITES), "run a suite")
 flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir for --suite (default: TFDS's)")
-flags.DEFINE_integer("kshot", 0, "linear probe: k training examples per class (0: all)")
+flags.DEFINE_integer("kshot", 0, "linear probe / tip_adapter: k training examples per class (0: all; tip_adapter 16)")
 flags.DEFINE_enum("features", "pre", ["pre", "post"], "linear probe: pre- or post-projection features")
 flags.DEFINE_bool("normalize", False, "linear probe: L2-normalise features first (CLIP_benchmark does)")
-flags.DEFINE_integer("seed", 0, "linear probe: seed of the k-shot draw and the val split")
+flags.DEFINE_integer("seed", 0, "linear probe / tip_adapter: seed of the k-shot draw (and the probe's val split)")
 flags.DEFINE_integer("image_size", 0, "image size; must match the checkpoint (0: the checkpoint's)")
 flags.DEFINE_string("cache_dir", "", "cache features here, keyed by checkpoint and dataset")
 flags.DEFINE_string("name", None, "architecture name when it cannot be inferred")

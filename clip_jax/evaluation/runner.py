@@ -20,7 +20,11 @@ An evaluation is a dict or ConfigDict:
     ("pre": the pre-projection features, as the paper; "post": the embedding),
     normalize (L2-normalise features, as CLIP_benchmark; default False), kshot, seed,
     lambda (fix the regularisation instead of searching it), warm_start (default False;
-    see linear_probe).
+    see linear_probe);
+  tip_adapter: train_data (the labelled set the k-shot cache is drawn from), val_data
+    (optional: α and β are searched on it, and the k-shot linear probe on the same examples
+    is reported; else the paper's α = β = 1), kshot (default 16), seed, templates and
+    class_names as zeroshot's.
 Every input check runs in `validate` (no model needed) and `check` (model, dataset
 headers and labels, no images decoded) before any feature is computed; each task's are
 its own (clip_jax/evaluation/tasks.py).

@@ -18,10 +18,11 @@ import numpy as np
 
 from clip_jax import tokenizers
 from clip_jax.evaluation import features as features_lib
-from clip_jax.evaluation.linear_probe import linear_probe
+from clip_jax.evaluation.linear_probe import kshot_indices, linear_probe
 from clip_jax.evaluation.metrics import classification_metrics
 from clip_jax.evaluation.prompts import resolve_class_names, resolve_class_subset, resolve_templates
 from clip_jax.evaluation.retrieval import flatten_captions, retrieval_metrics
+from clip_jax.evaluation.tip_adapter import tip_adapter
 from clip_jax.evaluation.zeroshot import classifier_weights, default_templates, zero_shot_scores
 
 
@@ -264,6 +265,55 @@ class LinearProbe(Task):
         )
 
 
+class TipAdapter(Task):
+    """Few-shot without training (Tip-Adapter) and with trained keys (Tip-Adapter-F),
+    beside zero-shot and, with val_data, the k-shot linear probe on the same examples."""
+
+    name = "tip_adapter"
+    flags = ("train_data", "val_data", "kshot", "seed", "templates", "class_names")
+
+    def validate(self, spec):
+        if not spec.get("train_data"):
+            raise ValueError("tip_adapter needs train_data (the labelled set its k-shot cache is drawn from)")
+        if spec.get("class_subset"):
+            raise ValueError("tip_adapter scores every class; class_subset is not supported")
+        if spec.get("kshot") is not None and int(spec["kshot"]) < 0:
+            raise ValueError(f"kshot must be positive (0: the default, 16), got {spec['kshot']}")
+        resolve_templates(spec.get("templates") or "a photo of a {}.")
+        resolve_class_names(spec.get("class_names"))
+
+    def check(self, model, spec, tokenizer=None):
+        resolved = _resolved_tokenizer(model, spec, tokenizer)
+        classes, _ = zeroshot_classes(spec)
+        for key in ("train_data", "val_data"):
+            if spec.get(key):
+                own, labels = _dataset_classes(spec, spec[key])
+                if own is None and labels is not None and (not len(labels) or labels.max() < 0):
+                    raise ValueError(f"{_label(spec)}: the few-shot cache needs labelled data; {spec[key]!r} has "
+                                     "no labels")
+        return {"classes": classes, **resolved}
+
+    def run(self, model, variables, spec, checked):
+        names = checked["classes"]
+        templates = resolve_templates(spec["templates"]) if spec.get("templates") else default_templates(model.config)
+        weights = classifier_weights(model, variables, names, templates, tokenizer=checked["tokenizer"])
+        test = _features(model, variables, spec, spec["data"])
+        train = _features(model, variables, spec, spec["train_data"])
+        val = _features(model, variables, spec, spec["val_data"]) if spec.get("val_data") else None
+        kshot, seed = int(spec.get("kshot") or 16), int(spec.get("seed", 0))
+        picked = kshot_indices(train.labels, kshot, seed)
+        cache_x, cache_y = train.images[picked], train.labels[picked]
+        metrics = tip_adapter(cache_x, cache_y, test.images, test.labels, weights, len(names),
+                              val_x=None if val is None else val.images, val_y=None if val is None else val.labels,
+                              seed=seed)
+        if val is not None:  # the paper's other few-shot baseline, on the same k examples per class
+            probe = linear_probe(cache_x, cache_y, test.images, test.labels, len(names), val_x=val.images,
+                                 val_y=val.labels, seed=seed)
+            metrics["linear_probe_top1"] = probe["top1"]
+        metrics["kshot"] = kshot
+        return metrics
+
+
 TASKS: dict[str, Task] = {}
 
 
@@ -275,6 +325,7 @@ def register(task: Task) -> Task:
 register(ZeroShot())
 register(Retrieval())
 register(LinearProbe())
+register(TipAdapter())
 
 
 def validate_all(evals) -> None:
