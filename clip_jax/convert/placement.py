@@ -11,8 +11,8 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
-from clip_jax.models import CLIPConfig, create_model
-from clip_jax.models.model import example_inputs
+from clip_jax.convert.table import abstract_variables
+from clip_jax.models import CLIPConfig
 from clip_jax.sharding import DEFAULT_RULES, tree_shardings
 
 
@@ -35,8 +35,7 @@ def variable_shardings(config: CLIPConfig, mesh: jax.sharding.Mesh,
                        rules: Sequence[tuple[str, str]] = DEFAULT_RULES) -> dict:
     """The trainer's sharding of each variable of `config`'s model on `mesh` (FSDP over
     the mesh's fsdp axis, by the rules)."""
-    abstract = jax.eval_shape(create_model(config).init, jax.random.PRNGKey(0), *example_inputs(config))
-    return tree_shardings(abstract, mesh, rules)
+    return tree_shardings(abstract_variables(config), mesh, rules)
 
 
 def on_mesh(mesh: jax.sharding.Mesh, rules: Sequence[tuple[str, str]] = DEFAULT_RULES):

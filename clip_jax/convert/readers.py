@@ -115,7 +115,9 @@ def _read_workdir(path: str, chosen: CLIPConfig | None, place: Placement | None)
     step_dir = train_checkpoints.find_step_dir(path)
     meta, variables = train_checkpoints.read_model(step_dir)
     config = _same_as_chosen(CLIPConfig.from_dict(meta["model_config"]), chosen, step_dir)
-    return Loaded(config, _placed(variables, config, place), scoring=meta.get("scoring"))
+    # Orbax restores arrays of their own: only placing them is left to do.
+    return Loaded(config, variables if place is None else _placed(variables, config, place),
+                  scoring=meta.get("scoring"))
 
 
 def _open_clip_weights(path: str) -> str | None:

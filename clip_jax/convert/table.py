@@ -6,6 +6,7 @@ the same rows, so they cannot drift apart.  Nothing here knows any family.
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Callable, Mapping
 
@@ -75,9 +76,16 @@ def normalize_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.n
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def abstract_variables(config: CLIPConfig) -> dict:
+    """The shapes and dtypes of an architecture's Flax variables (traced once per
+    architecture: reading a checkpoint checks the shapes and places the leaves by them)."""
+    return jax.eval_shape(create_model(config).init, jax.random.PRNGKey(0), *example_inputs(config))
+
+
 def expected_shapes(config: CLIPConfig) -> dict[str, tuple[int, ...]]:
     """Torch-layout shape of every key of an architecture, derived from the model."""
-    shapes = jax.eval_shape(create_model(config).init, jax.random.PRNGKey(0), *example_inputs(config))
+    shapes = abstract_variables(config)
     out = {}
     for row in rows(config):
         shape = _get(shapes[row.collection], row.path).shape

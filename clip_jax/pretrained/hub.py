@@ -162,7 +162,7 @@ def fetch(spec: str | HubSpec, cache_dir: str | None = None) -> str:
     spec = parse(spec) if isinstance(spec, str) else spec
     chosen = choose_files(spec, list_files(spec, cache_dir))
     paths = [_file(spec, name, cache_dir) for name in chosen]
-    if len(chosen) == 1 and (spec.filename or not chosen[0].endswith(".json")):
+    if len(chosen) == 1:  # one-file layouts (a folder layout is a config and weights at least)
         return paths[0]
     return os.path.dirname(paths[0])
 
