@@ -11,6 +11,9 @@ still sees all k*B negatives, but only one micro-batch's activations are alive a
      gradient back through the towers (a VJP), summing parameter gradients.
 For towers without batch statistics this is the plain gradient exactly (up to float
 summation order).  ResNets' BatchNorm sees micro-batch statistics, as in open_clip.
+
+Classification (loss "cross_entropy", clip_jax.classifier): the image tower and a head
+against labels; a per-example loss, so k micro-batches simply average their gradients.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from clip_jax import losses
+from clip_jax import classifier, losses
 from clip_jax.preprocess import normalize_images
 from clip_jax.sharding import BATCH_AXES
 
@@ -45,16 +48,20 @@ def _merge(x):
     return x.swapaxes(0, 1).reshape((-1,) + x.shape[2:])
 
 
+def _images(model, batch):
+    images = batch["images"]
+    if images.dtype == jnp.uint8:  # the pipeline's uint8 pixels: normalised here, per (micro-)batch
+        images = normalize_images(images, model.dtype, model.config.family)
+    return images
+
+
 def _embed(model, params, batch_stats, batch, rng):
     """Normalised (image, text) embeddings of a batch in training mode, and the updated
     BatchNorm statistics (ResNets)."""
     is_resnet = model.config.vision.is_resnet
     variables = {"params": params, **({"batch_stats": batch_stats} if is_resnet else {})}
-    images = batch["images"]
-    if images.dtype == jnp.uint8:  # the pipeline's uint8 pixels: normalised here, per (micro-)batch
-        images = normalize_images(images, model.dtype, model.config.family)
     (image, text, _), updates = model.apply(
-        variables, images, batch["tokens"], train=True,
+        variables, _images(model, batch), batch["tokens"], train=True,
         mutable=["batch_stats"] if is_resnet else [], rngs={"patch_dropout": rng},
     )
     return (losses.l2_normalize(image), losses.l2_normalize(text)), updates.get("batch_stats", batch_stats)
@@ -64,17 +71,22 @@ def _temperature(params) -> dict:
     return {k: params[k] for k in ("logit_scale", "logit_bias") if k in params}
 
 
-def _loss(loss_fn, mesh, image, text, temperature):
+def _caption_keys(loss_fn, batch):
+    return losses.caption_keys(batch["tokens"]) if loss_fn.uses_caption_keys else None
+
+
+def _loss(loss_fn, mesh, image, text, temperature, keys=None):
     scale = jnp.exp(temperature["logit_scale"].astype(jnp.float32))
-    return loss_fn(image, text, scale, bias=temperature.get("logit_bias"), mesh=mesh)
+    return loss_fn(image, text, scale, bias=temperature.get("logit_bias"), mesh=mesh, keys=keys)
 
 
 def plain_grads(model, loss_fn, mesh, params, batch_stats, batch, rng):
     """One forward and backward pass over the whole batch."""
+    keys = _caption_keys(loss_fn, batch)
 
     def total(p):
         (image, text), new_stats = _embed(model, p, batch_stats, batch, rng)
-        loss, metrics = _loss(loss_fn, mesh, image, text, _temperature(p))
+        loss, metrics = _loss(loss_fn, mesh, image, text, _temperature(p), keys)
         return loss, (metrics, new_stats)
 
     (loss, (metrics, new_stats)), grads = jax.value_and_grad(total, has_aux=True)(params)
@@ -93,7 +105,7 @@ def accumulated_grads(model, loss_fn, mesh, steps, params, batch_stats, batch, r
 
     _, (images, texts) = jax.lax.scan(embed_only, None, (micro, rngs))
     (loss, metrics), (image_grad, text_grad, temperature_grad) = jax.value_and_grad(
-        functools.partial(_loss, loss_fn, mesh), argnums=(0, 1, 2), has_aux=True,
+        functools.partial(_loss, loss_fn, mesh, keys=_caption_keys(loss_fn, batch)), argnums=(0, 1, 2), has_aux=True,
     )(_merge(images), _merge(texts), _temperature(params))
     cotangents = _split((image_grad, text_grad), steps, mesh)
 
@@ -112,9 +124,44 @@ def accumulated_grads(model, loss_fn, mesh, steps, params, batch_stats, batch, r
     return loss, metrics, new_stats, grads
 
 
-def make_grad_fn(model, loss_name: str, mesh, accumulation_steps: int = 1) -> Callable:
+def classification_grads(model, mesh, steps, label_smoothing, params, batch_stats, batch, rng):
+    """Cross-entropy of the head's logits on the image tower (clip_jax.classifier): per
+    example, so `steps` micro-batches are plain gradient accumulation (their mean)."""
+
+    def micro_loss(p, stats, mb, key):
+        is_resnet = model.config.vision.is_resnet
+        variables = {"params": classifier.model_variables({"params": p})["params"],
+                     **({"batch_stats": stats} if is_resnet else {})}
+        image, updates = model.apply(variables, _images(model, mb), train=True, method=model.encode_image,
+                                     mutable=["batch_stats"] if is_resnet else [], rngs={"patch_dropout": key})
+        loss, metrics = classifier.cross_entropy(classifier.logits(image, p[classifier.HEAD]), mb["labels"],
+                                                 label_smoothing)
+        return loss, (metrics, updates.get("batch_stats", stats))
+
+    grad = jax.value_and_grad(micro_loss, has_aux=True)
+    if steps == 1:
+        (loss, (metrics, new_stats)), grads = grad(params, batch_stats, batch, rng)
+        return loss, metrics, new_stats, grads
+
+    def body(carry, inputs):
+        total, total_metrics, stats, grads = carry
+        mb, key = inputs
+        (loss, (metrics, stats)), micro_grads = grad(params, stats, mb, key)
+        return (total + loss / steps, jax.tree.map(lambda a, b: a + b / steps, total_metrics, metrics), stats,
+                jax.tree.map(lambda a, b: a + b / steps, grads, micro_grads)), None
+
+    zeros = (jnp.zeros((), jnp.float32), {"accuracy": jnp.zeros((), jnp.float32)}, batch_stats,
+             jax.tree.map(jnp.zeros_like, params))
+    (loss, metrics, new_stats, grads), _ = jax.lax.scan(body, zeros, (_split(batch, steps, mesh),
+                                                                       jax.random.split(rng, steps)))
+    return loss, metrics, new_stats, grads
+
+
+def make_grad_fn(model, loss_name: str, mesh, accumulation_steps: int = 1, label_smoothing: float = 0.0) -> Callable:
     """fn(params, batch_stats, batch, rng) -> (loss, metrics, batch_stats, grads)."""
     loss_fn = losses.loss_spec(loss_name)
+    if loss_fn.classification:
+        return functools.partial(classification_grads, model, mesh, accumulation_steps, label_smoothing)
     if accumulation_steps == 1:
         return functools.partial(plain_grads, model, loss_fn, mesh)
     return functools.partial(accumulated_grads, model, loss_fn, mesh, accumulation_steps)

@@ -14,7 +14,17 @@ the scoring rule of the model it trains (clip_jax.models.scoring).
   each ring step is rematerialised, so the backward pass also holds one block.
 * `sigmoid` (SigLIP): every pair is an independent binary problem, positives on the
   diagonal; computed on the ring the same way.
-* `softmax_global` / `sigmoid_dense`: the plain N x N forms, the references the others
+* `flyp` (FLYP, Goyal et al. 2023: fine-tune on class-prompt captions with the
+  pretraining loss): `softmax` where two examples whose captions are identical token for
+  token are not each other's negatives.  A fine-tuning batch holds many images of one
+  class, and with few templates many of them share a caption; as negatives, such a pair
+  would ask the model to rank one text embedding both above and below itself (the loss
+  could not fall below log 2 per duplicate).  The same class under another template stays
+  a negative, as in FLYP.  Captions are compared by two 32-bit hashes of their tokens
+  (`caption_keys`).
+* `cross_entropy`: not contrastive: class logits of a head on the image tower
+  (clip_jax.classifier) against the batch's labels, for fine-tuning on labelled data.
+* `softmax_global` / `sigmoid_dense` / `flyp_dense`: the plain N x N forms, the references the others
   are tested against (and the memory benchmark's baseline).
 """
 from __future__ import annotations
@@ -24,6 +34,7 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
@@ -47,10 +58,37 @@ def _correct(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.sum(jnp.argmax(logits, axis=-1) == labels)
 
 
-def softmax_loss_dense(image: jax.Array, text: jax.Array, scale: jax.Array):
-    """Symmetric InfoNCE over the full batch. image, text: normalised [N, E]; scale = exp(t)."""
-    logits = scale * image @ text.T
+# Two fixed odd multipliers per token position (up to 1,024 positions): a caption's keys
+# are its tokens' weighted sums, modulo 2^32.
+_KEY_WEIGHTS = np.random.RandomState(0x464C5950).randint(0, 2**32, (2, 1024), dtype=np.uint64).astype(np.uint32) | 1
+
+
+def caption_keys(tokens: jax.Array) -> jax.Array:
+    """[N, 2] uint32 keys of token rows [N, L]: equal rows have equal keys; two different
+    rows share both keys with probability about 2^-64."""
+    length = tokens.shape[-1]
+    if length > _KEY_WEIGHTS.shape[1]:
+        raise ValueError(f"captions of {length} tokens: caption_keys handles up to {_KEY_WEIGHTS.shape[1]}")
+    return tokens.astype(jnp.uint32) @ jnp.asarray(_KEY_WEIGHTS[:, :length].T)
+
+
+def _duplicates(keys_rows: jax.Array, keys_columns: jax.Array, labels: jax.Array) -> jax.Array:
+    """[rows, columns] True where a column's caption equals the row's and it is not the
+    row's own pair: the entries the `flyp` loss leaves out."""
+    same = jnp.all(keys_rows[:, None, :] == keys_columns[None, :, :], axis=-1)
+    return same & (jnp.arange(keys_columns.shape[0])[None, :] != labels[:, None])
+
+
+def _without(logits: jax.Array, excluded: jax.Array | None) -> jax.Array:
+    return logits if excluded is None else jnp.where(excluded, -jnp.inf, logits)
+
+
+def softmax_loss_dense(image: jax.Array, text: jax.Array, scale: jax.Array, keys: jax.Array | None = None):
+    """Symmetric InfoNCE over the full batch. image, text: normalised [N, E]; scale = exp(t).
+    keys (caption_keys of the captions): pairs with identical captions are not negatives."""
     labels = jnp.arange(image.shape[0])
+    excluded = None if keys is None else _duplicates(keys, keys, labels)
+    logits = _without(scale * image @ text.T, excluded)
     n = image.shape[0]
     loss_i2t = _cross_entropy_sum(logits, labels) / n
     loss_t2i = _cross_entropy_sum(logits.T, labels) / n
@@ -62,19 +100,22 @@ def softmax_loss_dense(image: jax.Array, text: jax.Array, scale: jax.Array):
 
 
 def softmax_loss_gathered(image: jax.Array, text: jax.Array, scale: jax.Array, mesh: Mesh,
-                          axes: Sequence[str] = BATCH_AXES):
+                          axes: Sequence[str] = BATCH_AXES, keys: jax.Array | None = None):
     """The same loss with local rows against gathered embeddings; image and text are
-    global arrays whose batch is split over `axes` of `mesh`."""
+    global arrays whose batch is split over `axes` of `mesh`.  keys: as softmax_loss_dense."""
     axes = tuple(axes)
 
-    def local(image_local, text_local, scale_):
+    def local(image_local, text_local, scale_, keys_local):
         rows = image_local.shape[0]
         all_image = jax.lax.all_gather(image_local, axes, tiled=True)
         all_text = jax.lax.all_gather(text_local, axes, tiled=True)
         total = all_image.shape[0]
         labels = jax.lax.axis_index(axes) * rows + jnp.arange(rows)
-        logits_i2t = scale_ * image_local @ all_text.T  # my images against every text
-        logits_t2i = scale_ * text_local @ all_image.T  # my texts against every image
+        excluded = None
+        if keys_local is not None:  # the same pairs are excluded in both directions
+            excluded = _duplicates(keys_local, jax.lax.all_gather(keys_local, axes, tiled=True), labels)
+        logits_i2t = _without(scale_ * image_local @ all_text.T, excluded)  # my images against every text
+        logits_t2i = _without(scale_ * text_local @ all_image.T, excluded)  # my texts against every image
         loss = _cross_entropy_sum(logits_i2t, labels) + _cross_entropy_sum(logits_t2i, labels)
         loss = jax.lax.psum(loss, axes) / (2 * total)
         metrics = {
@@ -84,8 +125,8 @@ def softmax_loss_gathered(image: jax.Array, text: jax.Array, scale: jax.Array, m
         return loss, metrics
 
     batch = P(axes)
-    return jax.shard_map(local, mesh=mesh, in_specs=(batch, batch, P()), out_specs=(P(), P()))(
-        image, text, scale
+    return jax.shard_map(local, mesh=mesh, in_specs=(batch, batch, P(), batch), out_specs=(P(), P()))(
+        image, text, scale, keys
     )
 
 
@@ -229,15 +270,22 @@ class LossSpec:
     # The scoring rule a model trained with this loss has (clip_jax.models.scoring):
     # "softmax", or "sigmoid" (fn takes `bias`; the model gets a learnable logit bias).
     scoring: str
+    # fn takes `keys` (caption_keys of the batch's tokens) and excludes duplicate captions.
+    uses_caption_keys: bool = False
+    # Not contrastive: a classification head on the image tower against the batch's
+    # labels (clip_jax.classifier; fn is unused).
+    classification: bool = False
 
     @property
     def sigmoid(self) -> bool:
         return scoring_rule(self.scoring).has_bias
 
-    def __call__(self, image, text, scale, bias=None, mesh: Mesh | None = None):
+    def __call__(self, image, text, scale, bias=None, mesh: Mesh | None = None, keys=None):
         options = {}
         if self.on_mesh:
             options["mesh"] = mesh
+        if self.uses_caption_keys:
+            options["keys"] = keys
         if self.sigmoid:
             options["bias"] = 0.0 if bias is None else bias
         return self.fn(image, text, scale, **options)
@@ -252,6 +300,9 @@ LOSSES = {
     "softmax_global": LossSpec(softmax_loss_dense, on_mesh=False, scoring="softmax"),
     "sigmoid": LossSpec(sigmoid_loss_ring, on_mesh=True, scoring="sigmoid"),
     "sigmoid_dense": LossSpec(sigmoid_loss_dense, on_mesh=False, scoring="sigmoid"),
+    "flyp": LossSpec(softmax_loss_gathered, on_mesh=True, scoring="softmax", uses_caption_keys=True),
+    "flyp_dense": LossSpec(softmax_loss_dense, on_mesh=False, scoring="softmax", uses_caption_keys=True),
+    "cross_entropy": LossSpec(None, on_mesh=False, scoring="softmax", classification=True),
 }
 
 

@@ -11,7 +11,12 @@
   stacked leaves get no update (their leaves keep optimizer state, being partly
   trained).  E.g. all of the image tower but its last 2 of 12 blocks:
   ("^visual/(?!transformer/blocks/)", "^visual/transformer/blocks/@:10").
+* Layer-wise lr decay (`layer_decay` < 1, as BEiT and ELECTRA fine-tune): in each tower
+  with stacked blocks, block l of L updates at lr * decay^(L - l), the embeddings before
+  the blocks at decay^(L + 1), what follows the blocks (final norm, projection, a head)
+  at the full lr.  Towers without stacked blocks (ResNets) are left at the full lr.
 """
+
 from __future__ import annotations
 
 import re
@@ -62,7 +67,8 @@ def make_optimizer(config: ml_collections.ConfigDict, params, total_steps: int):
 
     config: the training config's `optim` section (clip_jax.train_config, where each key's
     default is): lr, wd, b1, b2, eps, warmup_steps, end_lr_factor, grad_clip, no_decay
-    (regexes of parameters without weight decay), frozen (regexes of parameters not trained).
+    (regexes of parameters without weight decay), frozen (regexes of parameters not trained),
+    layer_decay (layer-wise lr decay; 1.0 is none).
     """
     lr = schedule(config.lr, total_steps, config.warmup_steps, config.end_lr_factor)
     no_decay = tuple(config.no_decay)
@@ -71,6 +77,8 @@ def make_optimizer(config: ml_collections.ConfigDict, params, total_steps: int):
         parts.append(optax.clip_by_global_norm(config.grad_clip))
     parts.append(optax.adamw(lr, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.wd,
                              mask=lambda p: decay_mask(p, no_decay)))
+    if config.get("layer_decay", 1.0) < 1.0:  # after AdamW: scales the step and the decoupled decay alike
+        parts.append(_scale_by_layer(config.get("layer_decay", 1.0)))
     frozen = tuple(config.frozen)
     whole = tuple(p for p in frozen if "@" not in p)
     layered = tuple(_parse_layered(p) for p in frozen if "@" in p)
@@ -81,6 +89,46 @@ def make_optimizer(config: ml_collections.ConfigDict, params, total_steps: int):
         return trainable, lr
     labels = jax.tree.map(lambda f: "frozen" if f else "trainable", _label_tree(params, whole))
     return optax.multi_transform({"trainable": trainable, "frozen": optax.set_to_zero()}, labels), lr
+
+
+BLOCKS = re.compile(r"^(?P<tower>[^/]+)/transformer/blocks/")
+BEFORE_BLOCKS = re.compile(r"^[^/]+/(conv1|class_embedding|positional_embedding|token_embedding|ln_pre)(/|$)")
+
+
+def layer_scales(params, decay: float):
+    """The lr factor of every leaf (an array over the layer axis for stacked blocks)."""
+    depth = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        match = BLOCKS.match(path_string(path))
+        if match:
+            depth[match["tower"]] = leaf.shape[0]
+
+    def scale(path, leaf):
+        name = path_string(path)
+        tower = name.split("/", 1)[0]
+        if tower not in depth:
+            return 1.0
+        layers = depth[tower]
+        if BLOCKS.match(name):
+            return decay ** (layers - jax.numpy.arange(layers, dtype=jax.numpy.float32))
+        if BEFORE_BLOCKS.match(name):
+            return decay ** (layers + 1)
+        return 1.0
+
+    return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def _scale_by_layer(decay: float):
+    def update(updates, state, params=None):
+        scales = layer_scales(updates, decay)
+
+        def apply(u, s):
+            s = jax.numpy.asarray(s, u.dtype)
+            return u * s.reshape(s.shape + (1,) * (u.ndim - s.ndim))
+
+        return jax.tree.map(apply, updates, scales), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def _parse_layered(pattern: str) -> tuple[re.Pattern, slice]:

@@ -69,8 +69,10 @@ def base_config() -> ml_collections.ConfigDict:
     # Debugging and tests: append each batch's captions and epochs to DIR/process-I-of-P.jsonl.
     config.data.options.trace_dir = ""
 
-    # "softmax" (gathered), "softmax_ring", "sigmoid" (SigLIP, on the ring); the plain
-    # N x N references "softmax_global" and "sigmoid_dense" are for tests and benchmarks.
+    # "softmax" (gathered), "softmax_ring", "sigmoid" (SigLIP, on the ring); for labelled
+    # data "flyp" (softmax on class-prompt captions, duplicate captions not negatives) and
+    # "cross_entropy" (a head on the image tower; see `finetune`).  The plain N x N
+    # references "softmax_global", "sigmoid_dense" and "flyp_dense" are for tests and benchmarks.
     config.loss = "softmax"
     config.logit_scale_init = ml_collections.FieldReference(None, field_type=float)  # None: by loss
     config.logit_bias_init = ml_collections.FieldReference(None, field_type=float)  # sigmoid: -10
@@ -86,6 +88,19 @@ def base_config() -> ml_collections.ConfigDict:
     config.optim.grad_clip = 0.0
     config.optim.no_decay = NO_DECAY  # gains, biases, embeddings, temperature
     config.optim.frozen = ()  # regexes of parameters that are not trained
+    # Layer-wise lr decay (BEiT/ELECTRA style): block l of a tower's L gets lr * decay^(L - l),
+    # its embeddings decay^(L + 1), everything after the blocks the full lr.  1.0: off.
+    config.optim.layer_decay = 1.0
+
+    # Fine-tuning on labelled data (loss "flyp" or "cross_entropy"; configs/finetune.py).
+    config.finetune = ml_collections.ConfigDict()
+    # As eval.py's --class_names and --templates: a shipped dataset key ("cifar10"), a file
+    # (one per line), or a list; "" = the dataset's own class names / the family's template.
+    config.finetune.class_names = ml_collections.FieldReference("", field_type=object)
+    config.finetune.templates = ml_collections.FieldReference("", field_type=object)
+    config.finetune.lp_ft = False  # cross_entropy: the head starts as a linear probe (LP-FT), not zero-shot
+    config.finetune.probe_examples = 10_000  # LP-FT: training examples the probe is fitted on
+    config.finetune.label_smoothing = 0.0  # cross_entropy only
 
     # Mesh axes (name, size); one size may be -1. The batch is split over data x fsdp.
     config.mesh = (("data", -1), ("fsdp", 1))
@@ -192,6 +207,9 @@ def validate(config, devices: int, processes: int) -> None:
             f"accumulation_steps {steps} must be >= 1 and divide the global batch {config.batch_size} into "
             f"micro-batches divisible by the {devices} devices"
         )
+    if not 0.0 < optim.layer_decay <= 1.0:
+        raise ValueError(f"optim.layer_decay must be in (0, 1] (1: no decay); got {optim.layer_decay}")
+    validate_finetune(config)
     if not 0.0 <= config.patch_dropout < 1.0:
         raise ValueError(f"patch_dropout must be in [0, 1); got {config.patch_dropout}")
     losses.model_options(config.loss, config.logit_scale_init, config.logit_bias_init)
@@ -200,6 +218,34 @@ def validate(config, devices: int, processes: int) -> None:
     if config.on_nonfinite not in ON_NONFINITE:
         raise ValueError(f"on_nonfinite {config.on_nonfinite!r} unknown; valid: {', '.join(map(repr, ON_NONFINITE))}")
     tasks.validate_all(config.evals)
+
+
+def validate_finetune(config) -> None:
+    """The fine-tuning keys, by the loss they go with (the data's classes are checked
+    against the class names when the trainer builds, before anything compiles)."""
+    from clip_jax import losses
+    from clip_jax.evaluation.prompts import resolve_class_names, resolve_templates
+
+    finetune, spec = config.finetune, losses.loss_spec(config.loss)
+    labelled = spec.classification or spec.uses_caption_keys
+    if not 0.0 <= finetune.label_smoothing < 1.0:
+        raise ValueError(f"finetune.label_smoothing must be in [0, 1); got {finetune.label_smoothing}")
+    if finetune.label_smoothing and not spec.classification:
+        raise ValueError(f"finetune.label_smoothing={finetune.label_smoothing} needs loss='cross_entropy'; "
+                         f"the loss is {config.loss!r}")
+    if finetune.lp_ft and not spec.classification:
+        raise ValueError(f"finetune.lp_ft needs loss='cross_entropy' (a head to probe); the loss is {config.loss!r}")
+    if finetune.probe_examples < 1:
+        raise ValueError(f"finetune.probe_examples must be positive; got {finetune.probe_examples}")
+    if (finetune.class_names or finetune.templates) and not labelled:
+        raise ValueError(f"finetune.class_names / templates are for labelled data (loss 'flyp' or "
+                         f"'cross_entropy'); the loss is {config.loss!r}")
+    if finetune.class_names:
+        resolve_class_names(finetune.class_names)
+    if finetune.templates:
+        resolve_templates(finetune.templates)
+    if spec.classification and config.patch_dropout:
+        raise ValueError("patch_dropout is for contrastive training; set it to 0 with loss='cross_entropy'")
 
 
 def config_file(path: str) -> types.ModuleType:

@@ -22,11 +22,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from clip_jax import losses, tokenizers, train_config
+from clip_jax import classifier, losses, tokenizers, train_config
 from clip_jax.flops import train_step_flops
 from clip_jax.gradients import make_grad_fn
 from clip_jax.loop import CompiledSteps, Throughput, itstime, preemption_notice
-from clip_jax.models import create_model, family_of
+from clip_jax.models import create_model, family_of, name_of
 from clip_jax.models.model import example_inputs
 from clip_jax.optim import make_optimizer
 from clip_jax.prefetch import Prefetcher
@@ -66,6 +66,7 @@ class StepOptions:
     mesh: Any
     seed: int
     accumulation_steps: int = 1
+    label_smoothing: float = 0.0  # cross_entropy only
 
 
 @dataclasses.dataclass
@@ -82,6 +83,10 @@ class Setup:
     local_batch_size: int
     meta: dict
     init_state: Callable  # rng -> TrainState, jitted with the state shardings
+    # Fine-tuning on labelled data (loss flyp / cross_entropy): the class names in label
+    # order (a class may be a list of synonyms) and the prompt templates; else None.
+    classes: list | None = None
+    templates: list | None = None
 
     def model_at(self, step: int):
         """The model step `step` trains: FLIP's final `patch_dropout_unmasked_steps` run
@@ -110,13 +115,23 @@ def build(config: ml_collections.ConfigDict) -> Setup:
         raise ValueError(f"patch_dropout={model.patch_dropout} needs a ViT; {config.model} is a ResNet")
     tokenizers.resolve(model, config.data.options.tokenizer)  # its kind and vocabulary must be the model's
     steps = train_config.total_steps(config)
+    classes, templates = finetune_classes(config, model)
+    spec = losses.loss_spec(config.loss)
     images, tokens = example_inputs(model.config)
-    abstract_variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), images, tokens)
-    optimizer, lr = make_optimizer(config.optim, abstract_variables["params"], steps)
+    abstract_params = dict(jax.eval_shape(model.init, jax.random.PRNGKey(0), images, tokens)["params"])
+    optim = config.optim
+    if spec.classification:  # the head trains with the image tower; nothing else does
+        abstract_params[classifier.HEAD] = classifier.abstract_head(model.config.embed_dim, len(classes))
+        optim = ml_collections.ConfigDict(config.optim.to_dict())
+        optim.frozen = tuple(optim.frozen) + classifier.frozen_patterns(abstract_params)
+    optimizer, lr = make_optimizer(optim, abstract_params, steps)
 
     def init_state(rng):
         variables = model.init(rng, images, tokens)
-        params = variables["params"]
+        params = dict(variables["params"])
+        if spec.classification:  # filled in by initial_state (zero-shot or probe weights)
+            params[classifier.HEAD] = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                                                   abstract_params[classifier.HEAD])
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -128,11 +143,34 @@ def build(config: ml_collections.ConfigDict) -> Setup:
 
     abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0))
     shardings = tree_shardings(abstract, mesh, [tuple(r) for r in config.sharding_rules])
-    options = StepOptions(model, optimizer, lr, config.loss, mesh, config.seed, config.accumulation_steps)
+    options = StepOptions(model, optimizer, lr, config.loss, mesh, config.seed, config.accumulation_steps,
+                          config.finetune.label_smoothing)
     return Setup(config, model, mesh, options, steps, abstract, shardings, config.batch_size // jax.process_count(),
                  meta_for(config.model, model.config, run=run_contract(config), loss=config.loss,
                           scoring=model.scoring),
-                 init_state=jax.jit(init_state, out_shardings=shardings))
+                 init_state=jax.jit(init_state, out_shardings=shardings), classes=classes, templates=templates)
+
+
+def finetune_classes(config, model) -> tuple[list | None, list | None]:
+    """(class names in label order, prompt templates) of a fine-tune on labelled data
+    (loss flyp or cross_entropy), checked against the data's own classes or labels as
+    eval.py checks a zero-shot evaluation; (None, None) for other losses."""
+    from clip_jax.evaluation.prompts import resolve_templates
+    from clip_jax.evaluation.tasks import zeroshot_classes
+    from clip_jax.evaluation.zeroshot import default_templates
+
+    spec = losses.loss_spec(config.loss)
+    if not (spec.classification or spec.uses_caption_keys):
+        return None, None
+    check = {"name": "finetune", "data": config.data.train, "class_names": config.finetune.class_names or None}
+    try:
+        classes, _ = zeroshot_classes(check)
+    except ValueError as error:
+        raise ValueError(f"{error} (config.finetune.class_names)".replace("evaluation 'finetune'",
+                                                                          f"loss {config.loss!r}")) from None
+    templates = (resolve_templates(config.finetune.templates) if config.finetune.templates
+                 else default_templates(model.config))
+    return classes, templates
 
 
 def train_step(state: TrainState, batch: dict, options: StepOptions) -> tuple[TrainState, dict]:
@@ -140,7 +178,8 @@ def train_step(state: TrainState, batch: dict, options: StepOptions) -> tuple[Tr
 
     A non-finite loss or gradient norm never updates the state: it is counted, and the
     first such step recorded (the loop then stops or goes on, by `on_nonfinite`)."""
-    grad_fn = make_grad_fn(options.model, options.loss, options.mesh, options.accumulation_steps)
+    grad_fn = make_grad_fn(options.model, options.loss, options.mesh, options.accumulation_steps,
+                           options.label_smoothing)
     rng = jax.random.fold_in(jax.random.PRNGKey(options.seed), state.step)  # the same on resume
     loss, metrics, batch_stats, grads = grad_fn(state.params, state.batch_stats, batch, rng)
     updates, opt_state = options.optimizer.update(grads, state.opt_state, state.params)
@@ -186,6 +225,10 @@ def default_data(setup: Setup, seed: int):
 
     config = setup.config
     options = config.data.options.to_dict()
+    if setup.classes is not None:  # labelled data: captions from class prompts, labels for a head
+        options.setdefault("class_names", [n if isinstance(n, str) else n[0] for n in setup.classes])
+        options.setdefault("templates", setup.templates)
+        options.setdefault("labels", losses.loss_spec(config.loss).classification)
     return data.train_iterator(
         config.data.train,
         batch_size=setup.local_batch_size,
@@ -211,23 +254,65 @@ def initial_state(setup: Setup, checkpointer: Checkpointer):
         logging.info("resumed from %s at step %d (saved by %d hosts)", checkpointer.directory, latest,
                      len(positions))
         return state, positions
-    # 'rbg' keys compile a model's many initialisers faster than threefry.
-    state = setup.init_state(jax.random.key(config.seed, impl="rbg"))
-    if config.init_from:
+    variables = None
+    if config.init_from:  # read (and its architecture checked) before anything compiles
         from clip_jax.convert import read_checkpoint
         from clip_jax.convert.placement import put_on
 
         def place(model_config):  # each tensor straight onto its shard as it is read
             if model_config != setup.model.config:
-                raise ValueError(f"init_from {config.init_from} holds {model_config}, but the config trains "
-                                 f"{config.model}: {setup.model.config}")
+                raise ValueError(f"init_from {config.init_from} holds {name_of(model_config) or model_config}, "
+                                 f"but the config trains {config.model}: {setup.model.config}; set config.model "
+                                 "to the checkpoint's architecture")
             return put_on({"params": setup.state_shardings.params,
                            "batch_stats": setup.state_shardings.batch_stats})
 
         _, variables = read_checkpoint(config.init_from, place=place)
-        state = state.replace(params=variables["params"], batch_stats=variables.get("batch_stats", {}))
+    # 'rbg' keys compile a model's many initialisers faster than threefry.
+    state = setup.init_state(jax.random.key(config.seed, impl="rbg"))
+    if variables is not None:
+        params = dict(classifier.model_variables(variables)["params"])
+        if classifier.HEAD in state.params:
+            params[classifier.HEAD] = state.params[classifier.HEAD]
+        state = state.replace(params=params, batch_stats=variables.get("batch_stats", {}))
         logging.info("initialised from %s", config.init_from)
+    if classifier.HEAD in state.params:
+        state = state.replace(params={**state.params, classifier.HEAD: jax.device_put(
+            initial_head(setup, state), setup.state_shardings.params[classifier.HEAD])})
     return state, None
+
+
+def initial_head(setup: Setup, state: TrainState) -> dict:
+    """A classification fine-tune's starting head: the zero-shot classifier of the
+    starting model, or (finetune.lp_ft) a probe on its features of the training data."""
+    config = setup.config
+    variables = {"params": classifier.model_variables({"params": state.params})["params"],
+                 "batch_stats": state.batch_stats}
+    if not config.finetune.lp_ft:
+        return classifier.zeroshot_head(setup.model, variables, setup.classes, setup.templates,
+                                        tokenizer=config.data.options.tokenizer)
+    features, labels = probe_features(setup, variables)
+    return classifier.probe_head(features, labels, len(setup.classes), seed=config.seed)
+
+
+def probe_features(setup: Setup, variables) -> tuple[np.ndarray, np.ndarray]:
+    """Image features (evaluation transform) and labels of the first
+    `finetune.probe_examples` labelled training examples, for LP-FT's probe."""
+    import itertools
+
+    from clip_jax import data
+    from clip_jax.evaluation import features as features_lib
+
+    config, model = setup.config, setup.model
+    batch_size = max(jax.device_count(), min(256, config.batch_size))
+    batch_size -= batch_size % jax.device_count()
+    batches = data.eval_batches(config.data.train, batch_size=batch_size, image_size=model.config.vision.image_size,
+                                process_index=jax.process_index(), process_count=jax.process_count(),
+                                family=model.config.family)
+    wanted = -(-config.finetune.probe_examples // (batch_size * jax.process_count()))
+    feats = features_lib.extract(model, variables, itertools.islice(batches, wanted))
+    keep = (feats.labels >= 0) & (feats.labels < len(setup.classes))
+    return feats.images[keep][: config.finetune.probe_examples], feats.labels[keep][: config.finetune.probe_examples]
 
 
 class Saver:
@@ -336,7 +421,7 @@ def trimming_is_safe(mesh) -> bool:
 def evaluate(setup: Setup, state: TrainState) -> dict:
     from clip_jax.evaluation.runner import run_evals
 
-    variables = {"params": state.params}
+    variables = classifier.split_head({"params": state.params})
     if setup.model.config.vision.is_resnet:
         variables["batch_stats"] = state.batch_stats
     results = run_evals(setup.model, variables, setup.config.evals,

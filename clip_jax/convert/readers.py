@@ -16,6 +16,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from clip_jax import classifier
 from clip_jax.convert import big_vision, hf, open_clip_folder
 from clip_jax.convert.placement import place_tree
 from clip_jax.convert.safetensors_io import is_safetensors, load_safetensors
@@ -115,8 +116,11 @@ def _read_workdir(path: str, chosen: CLIPConfig | None, place: Placement | None)
     step_dir = train_checkpoints.find_step_dir(path)
     meta, variables = train_checkpoints.read_model(step_dir)
     config = _same_as_chosen(CLIPConfig.from_dict(meta["model_config"]), chosen, step_dir)
+    # A classification fine-tune's head travels beside the model's variables, unplaced.
+    variables = classifier.split_head(variables)
+    head = {classifier.HEAD: variables.pop(classifier.HEAD)} if classifier.HEAD in variables else {}
     # Orbax restores arrays of their own: only placing them is left to do.
-    return Loaded(config, variables if place is None else _placed(variables, config, place),
+    return Loaded(config, {**(variables if place is None else _placed(variables, config, place)), **head},
                   scoring=meta.get("scoring"))
 
 

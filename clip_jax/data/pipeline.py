@@ -51,13 +51,13 @@ import tensorflow as tf
 from clip_jax.data import image_ops, text_ops
 from clip_jax.data import order as order_lib
 from clip_jax.data import sources as sources_lib
-from clip_jax.data.sources import FAULT_CAPTION, FAULT_IMAGE, FAULT_NONE, FAULT_SHARD
+from clip_jax.data.sources import FAULT_CAPTION, FAULT_IMAGE, FAULT_LABEL, FAULT_NONE, FAULT_SHARD
 from clip_jax.preprocess import normalization
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 2  # 2: positions per source as order.py's work items
-COUNTERS = ("skipped_shards", "skipped_images", "skipped_captions")
+COUNTERS = ("skipped_shards", "skipped_images", "skipped_captions", "skipped_labels")
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -74,7 +74,8 @@ def _options(num_threads: int | None) -> tf.data.Options:
     return options
 
 
-def _source_stream(source, source_id, *, seed, layout, position, epochs, shuffle_buffer):
+def _source_stream(source, source_id, *, seed, layout, position, epochs, shuffle_buffer, class_names=None,
+                   templates=None):
     """Raw elements of one source for this host from `position` (order.py), each with
     "pos" = [work item since `position`, next element of that item's block] and "epoch"."""
     num_units, per_block = layout.num_units, layout.per_block
@@ -122,18 +123,26 @@ def _source_stream(source, source_id, *, seed, layout, position, epochs, shuffle
     streams.append(epoch_ids.flat_map(epoch_items).flat_map(
         lambda item, epoch, block: read_item(item, epoch, block, modulus, starts, filtered=layout.stride)))
     stream = streams[0] if len(streams) == 1 else streams[0].concatenate(streams[1])
-    if source.class_names is not None and not source.has_captions:
-        stream = stream.map(_prompt_captions(source.class_names))
+    names = class_names if class_names is not None else source.class_names
+    if names is not None and (class_names is not None or not source.has_captions):
+        stream = stream.map(_prompt_captions(names, templates or DEFAULT_TEMPLATES))
     return stream
 
 
-def _prompt_captions(class_names: Sequence[str], template: str = "a photo of a {}."):
-    """Label-only sources train on captions made from their class names."""
-    prompts = tf.constant([template.format(name.replace("_", " ")) for name in class_names])
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+
+
+def _prompt_captions(class_names: Sequence[str], templates: Sequence[str]):
+    """Examples with a label and no caption train on captions made from their class name:
+    every template filled with it, of which `_decode` picks one per example at random."""
+    prompts = tf.constant([[t.format(name.replace("_", " ")) for t in templates] for name in class_names])
+    count = len(class_names)
 
     def add(raw):
-        use = tf.logical_and(tf.equal(tf.size(raw["captions"]), 0), raw["label"] >= 0)
-        captions = tf.cond(use, lambda: tf.gather(prompts, raw["label"])[None], lambda: raw["captions"])
+        use = tf.logical_and(tf.equal(tf.size(raw["captions"]), 0),
+                             tf.logical_and(raw["label"] >= 0, raw["label"] < count))
+        captions = tf.cond(use, lambda: tf.gather(prompts, tf.clip_by_value(raw["label"], 0, count - 1)),
+                           lambda: raw["captions"])
         return {**raw, "captions": captions}
 
     return add
@@ -155,6 +164,7 @@ def _count_faults(carry, example):
         tf.cast(fault == FAULT_SHARD, tf.int64),
         dropped + tf.cast(fault == FAULT_IMAGE, tf.int64),
         tf.cast(fault == FAULT_CAPTION, tf.int64),
+        tf.cast(fault == FAULT_LABEL, tf.int64),
     ])
     counters = counters + update
     return (example["m"], counters), {**example, "counters": counters}
@@ -184,6 +194,9 @@ class TrainIterator:
         train_transform: str = "fast",
         uint8_images: bool = False,
         trace_dir: str | None = None,
+        labels: bool = False,
+        class_names: Sequence[str] | None = None,
+        templates: Sequence[str] | None = None,
     ):
         for name, value in (
             ("batch_size", batch_size),
@@ -209,6 +222,14 @@ class TrainIterator:
         self.units_per_block, self.num_threads, self.prefetch = units_per_block, num_threads, prefetch
         self.train_transform, self.uint8_images = train_transform, bool(uint8_images)
         self.trace_dir = trace_dir
+        self.labels = bool(labels)
+        self.class_names = None if class_names is None else [str(n) for n in class_names]
+        self.templates = None if templates is None else [str(t) for t in templates]
+        if self.templates is not None and (not self.templates or any("{}" not in t for t in self.templates)):
+            raise ValueError(f"templates must be a non-empty list of strings with a '{{}}' for the class name; "
+                             f"got {templates!r}")
+        if self.class_names is not None and not self.class_names:
+            raise ValueError("class_names is empty; give the name of every class in label order, or None")
         normalization(family)  # an unknown family fails here, before any reading
         self.family = family
         self.tokenize = text_ops.graph_tokenizer(tokenizer, context_length)
@@ -258,7 +279,10 @@ class TrainIterator:
         state["batches"] += 1
         if self.trace_dir:
             self._trace(batch)
-        return {"images": batch["images"], "tokens": batch["tokens"]}
+        out = {"images": batch["images"], "tokens": batch["tokens"]}
+        if self.labels:
+            out["labels"] = batch["labels"]
+        return out
 
     def get_state(self) -> dict:
         """JSON-serialisable position after the last batch returned."""
@@ -293,7 +317,7 @@ class TrainIterator:
             **self._state,
             "sources": sources,
             "next_index": max(state["next_index"] for state in states),
-            "counters": {c: sum(state["counters"][c] for state in states) if first else 0 for c in COUNTERS},
+            "counters": {c: sum(state["counters"].get(c, 0) for state in states) if first else 0 for c in COUNTERS},
             "examples": sum(state["examples"] for state in states) if first else 0,
             "batches": states[0]["batches"],
         })
@@ -354,7 +378,8 @@ class TrainIterator:
         ds = ds.scan(start_positions, lambda positions, m_raw: _track_position(positions, *m_raw))
         ds = ds.map(self._decode, num_parallel_calls=AUTOTUNE, deterministic=True)
         ds = ds.ignore_errors()  # undecodable images; counted below from the gaps in m
-        counters0 = tf.constant([state["counters"][c] for c in COUNTERS], tf.int64)
+        # .get: positions saved before a counter existed start it at 0.
+        counters0 = tf.constant([state["counters"].get(c, 0) for c in COUNTERS], tf.int64)
         ds = ds.scan((tf.constant(m0 - 1, tf.int64), counters0), _count_faults)
         ds = ds.filter(lambda example: tf.equal(example["fault"], FAULT_NONE))
         ds = ds.batch(self.batch_size, drop_remainder=True)
@@ -373,6 +398,8 @@ class TrainIterator:
                 position=state["sources"][i],
                 epochs=self.epochs,
                 shuffle_buffer=self.shuffle_buffer,
+                class_names=self.class_names,
+                templates=self.templates,
             )
             for i, source in enumerate(self.sources)
         ]
@@ -390,9 +417,12 @@ class TrainIterator:
     def _decode(self, raw):
         seed = tf.stack([tf.constant(_seed(self.seed, self.process_index), tf.int64), raw["m"]])
         num_captions = tf.size(raw["captions"], out_type=tf.int32)
-        fault = tf.where(
-            tf.logical_and(tf.equal(raw["fault"], FAULT_NONE), tf.equal(num_captions, 0)), FAULT_CAPTION, raw["fault"]
-        )
+        fault = raw["fault"]
+        if self.labels:  # classification: an example without a label (or outside the classes) cannot be used
+            count = len(self.class_names) if self.class_names is not None else np.iinfo(np.int64).max
+            unlabelled = tf.logical_or(raw["label"] < 0, raw["label"] >= count)
+            fault = tf.where(tf.logical_and(tf.equal(fault, FAULT_NONE), unlabelled), FAULT_LABEL, fault)
+        fault = tf.where(tf.logical_and(tf.equal(fault, FAULT_NONE), tf.equal(num_captions, 0)), FAULT_CAPTION, fault)
         usable = tf.equal(fault, FAULT_NONE)
         crop_seed = tf.random.experimental.stateless_fold_in(seed, 1)
         image = tf.cond(
@@ -409,7 +439,7 @@ class TrainIterator:
         )
         caption = tf.cond(num_captions > 0, lambda: raw["captions"][choice], lambda: tf.constant(""))
         return {"image": image, "caption": caption, "fault": fault, "m": raw["m"], "positions": raw["positions"],
-                "epoch": raw["epoch"]}
+                "epoch": raw["epoch"], "label": tf.cast(raw["label"], tf.int32)}
 
     def _finish_batch(self, batch):
         finished = {
@@ -418,6 +448,7 @@ class TrainIterator:
             "positions": batch["positions"][-1],
             "next_index": batch["m"][-1] + 1,
             "counters": batch["counters"][-1],
+            "labels": batch["label"],
         }
         if self.trace_dir:
             finished.update(captions=batch["caption"], epochs=batch["epoch"])

@@ -45,6 +45,7 @@ _SHARD_ERRORS = (*tar_stream.READ_ERRORS, tf.errors.OpError)
 
 FAULT_NONE, FAULT_SHARD, FAULT_IMAGE = 0, 1, 2
 FAULT_CAPTION = 3  # no valid caption: assigned by the training pipeline (after giving label-only sources prompts)
+FAULT_LABEL = 4  # no label, or one outside the class names: assigned by the pipeline when it yields labels
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp")
 CHUNK = 1000  # examples per unit for list-backed sources (folder, csv, demo)
 READ_CHUNK = 64  # raw elements per crossing from a Python reader into tf.data

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from clip_jax import classifier
 from clip_jax.evaluation.tasks import TASKS, check
 from clip_jax.evaluation.tasks import validate_all as validate
 
@@ -48,6 +49,9 @@ def run_evals(model, variables, evals: Sequence[Mapping], tokenizer=None) -> dic
     checked = [check(model, spec, tokenizer) for spec in evals]
     results = {}
     for spec, resolved in zip(evals, checked):
-        metrics = TASKS[spec["task"]].run(model, variables, spec, resolved)
+        task = TASKS[spec["task"]]
+        # A classification fine-tune's head (variables["head"]) is for zero-shot's classes only.
+        metrics = task.run(model, variables if task.uses_head else classifier.model_variables(variables), spec,
+                           resolved)
         results.update({f"eval/{spec['name']}/{k}": v for k, v in metrics.items()})
     return results

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import jax
 import numpy as np
 
-from clip_jax import tokenizers
+from clip_jax import classifier, tokenizers
 from clip_jax.evaluation import features as features_lib
 from clip_jax.evaluation.linear_probe import kshot_indices, linear_probe
 from clip_jax.evaluation.metrics import classification_metrics
@@ -151,6 +151,8 @@ class Task(abc.ABC):
     name = ""
     # Spec keys that eval.py fills from its flags of the same name for this task.
     flags: tuple[str, ...] = ()
+    # run() gets a classification fine-tune's head in variables["head"] (others never do).
+    uses_head = False
 
     def validate(self, spec: Mapping) -> None:
         """ValueError for a malformed spec (no model needed)."""
@@ -173,6 +175,7 @@ def _resolved_tokenizer(model, spec: Mapping, tokenizer) -> dict:
 
 class ZeroShot(Task):
     name = "zeroshot"
+    uses_head = True
     flags = ("templates", "class_names", "class_subset", "check_class_count")
 
     def validate(self, spec):
@@ -187,8 +190,14 @@ class ZeroShot(Task):
 
     def run(self, model, variables, spec, checked):
         names, label_map = checked["classes"], checked["label_map"]
-        templates = resolve_templates(spec["templates"]) if spec.get("templates") else default_templates(model.config)
-        weights = classifier_weights(model, variables, names, templates, tokenizer=checked["tokenizer"])
+        head = variables.get(classifier.HEAD)
+        variables = classifier.model_variables(variables)
+        if head is None:
+            templates = (resolve_templates(spec["templates"]) if spec.get("templates")
+                         else default_templates(model.config))
+            weights = classifier_weights(model, variables, names, templates, tokenizer=checked["tokenizer"])
+        else:  # a classification fine-tune's own head scores the classes it was trained on
+            classifier.check_head(head, len(names), _label(spec))
         feats = _features(model, variables, spec, spec["data"])
         labels = feats.labels
         if label_map is not None:
@@ -200,7 +209,9 @@ class ZeroShot(Task):
             labels = label_map[labels]
             if len(labels) and labels.min() < 0:
                 raise ValueError(f"{_label(spec)}: some labels are outside the class subset")
-        return classification_metrics(zero_shot_scores(feats.images, weights), labels, len(names))
+        scores = (zero_shot_scores(feats.images, weights) if head is None
+                  else np.asarray(classifier.logits(feats.images, head)))
+        return classification_metrics(scores, labels, len(names))
 
 
 class Retrieval(Task):
