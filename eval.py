@@ -8,6 +8,8 @@
                    --data tfds:cifar10:test [--val_data SPEC] [--kshot 16] [--features pre|post]
     python eval.py --checkpoint PATH --task tip_adapter --train_data SPEC --data SPEC [--val_data SPEC] \\
                    [--kshot 16] [--templates KEY] [--class_names KEY]
+    python eval.py --checkpoint PATH --task robustness --data ID_SPEC --shift SPEC [--shift SPEC ...] \\
+                   [--baseline ZERO_SHOT_CHECKPOINT] [--templates KEY] [--class_names KEY]
     python eval.py --checkpoint PATH --suite zeroshot_paper|imagenet_robustness|retrieval \\
                    [--tfds_data_dir DIR]
 
@@ -69,6 +71,8 @@ flags.DEFINE_string("cache_dir", "", "cache features here, keyed by checkpoint a
 flags.DEFINE_string("name", None, "architecture name when it cannot be inferred")
 flags.DEFINE_integer("batch_size", 256, "images per batch (per host)")
 flags.DEFINE_string("output", "", "write results as JSON here")
+flags.DEFINE_multi_string("shift", [], "robustness: a distribution-shifted set of the same classes (repeat the flag)")
+flags.DEFINE_string("baseline", "", "robustness: the zero-shot checkpoint, for effective robustness against it")
 FLAGS = flags.FLAGS
 
 
@@ -81,7 +85,7 @@ def _evaluations() -> tuple[list[dict], dict]:
         raise app.UsageError("--data (a dataset spec) or --suite is required")
     spec = {"name": FLAGS.task, "task": FLAGS.task, "data": FLAGS.data, "batch_size": FLAGS.batch_size}
     # The task's own options, from the flags of the same names ("" is unset).
-    spec.update({key: None if FLAGS[key].value == "" else FLAGS[key].value for key in TASKS[FLAGS.task].flags})
+    spec.update({key: None if FLAGS[key].value in ("", []) else FLAGS[key].value for key in TASKS[FLAGS.task].flags})
     return [spec], {}
 
 

@@ -9,8 +9,11 @@ in-distribution test set and on distribution-shift sets.
 A and B: any checkpoint spec clip_jax.load_checkpoint reads (a file or folder,
 hf-hub:ORG/NAME, a pretrained NAME:TAG), of one architecture.  Every parameter is mixed
 (the towers, projections and temperature); α = 0 gives A's parameters and α = 1 B's,
-bit for bit.  Each α is scored zero-shot, with the prompt-ensemble head built from its
-own text tower, as the paper's end-to-end fine-tuned CLIP is.
+bit for bit.  Each α is scored zero-shot, with the prompt-ensemble classifier built from
+its own text tower; when B is a classification fine-tune (configs/finetune.py's `ce`) it
+has a head, and A gets the zero-shot head that fine-tune started from (the prompt
+ensemble of --class_names and --templates, times A's logit scale), so heads are mixed
+too, as in the paper, and each α is scored with its mixed head.
 """
 from __future__ import annotations
 
@@ -81,6 +84,35 @@ def load_pair(zeroshot: str, finetuned: str, name: str | None = None):
         raise ValueError(f"{zeroshot} and {finetuned} are different architectures ({model.config} and "
                          f"{other.config}); WiSE-FT mixes a model with its own fine-tuned copy")
     return model, zs, ft
+
+
+def with_zeroshot_head(model, zeroshot: Mapping, finetuned: Mapping, data: str | None, class_names, templates,
+                       tokenizer=None) -> dict:
+    """`zeroshot` with the zero-shot head a classification fine-tune started from, when
+    `finetuned` has a head (clip_jax.classifier); else unchanged."""
+    from clip_jax import classifier
+
+    if classifier.HEAD not in finetuned:
+        if classifier.HEAD in zeroshot:
+            raise ValueError("the zero-shot checkpoint has a classification head and the fine-tuned one none; "
+                             "give them in the order --zeroshot A --finetuned B")
+        return dict(zeroshot)
+    if classifier.HEAD in zeroshot:
+        return dict(zeroshot)
+    from clip_jax.evaluation.prompts import resolve_class_names, resolve_templates
+    from clip_jax.evaluation.tasks import zeroshot_classes
+    from clip_jax.evaluation.zeroshot import default_templates
+
+    if not data and not class_names:
+        raise ValueError("the fine-tuned checkpoint has a classification head: give --class_names (or --data with "
+                         "the classes' own names) and --templates as in fine-tuning, to build the zero-shot head")
+    names = (zeroshot_classes({"name": "wise_ft", "data": data, "class_names": class_names})[0] if data
+             else resolve_class_names(class_names))
+    head = classifier.zeroshot_head(model, zeroshot, names,
+                                    resolve_templates(templates) if templates else default_templates(model.config),
+                                    tokenizer=tokenizer)
+    classifier.check_head(finetuned[classifier.HEAD], len(names), "wise_ft")
+    return {**zeroshot, classifier.HEAD: jax.tree.map(np.asarray, head)}
 
 
 def evaluations(data: str, shifts: Sequence[str], templates, class_names, batch_size: int) -> list[dict]:
@@ -174,13 +206,15 @@ def main(argv: list[str] | None = None) -> int:
 
             runner.validate(evals)  # bad specs fail before a checkpoint is read
         model, zs, ft = load_pair(args.zeroshot, args.finetuned, args.name)
+        import clip_jax
+
+        tokenizer = clip_jax.tokenizers.for_checkpoint(model, args.zeroshot, args.tokenizer)
+        zs = with_zeroshot_head(model, zs, ft, args.data, args.class_names, args.templates, tokenizer)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    import clip_jax
 
     if evals:
-        tokenizer = clip_jax.tokenizers.for_checkpoint(model, args.zeroshot, args.tokenizer)
         rows = sweep(model, zs, ft, alphas, evals, tokenizer)
         print(table(rows, args.data, args.shift))
         if args.output:

@@ -99,6 +99,14 @@ def _placed(variables: dict, config: CLIPConfig, place: Placement | None) -> dic
     return place_tree(variables, place(config) if place is not None else None)
 
 
+def _placed_with_head(variables: dict, config: CLIPConfig, place: Placement | None) -> dict:
+    """`_placed`, with a classification fine-tune's head (variables["head"]) kept beside
+    the model's variables as host arrays."""
+    model_variables = {k: v for k, v in variables.items() if k != classifier.HEAD}
+    head = {classifier.HEAD: place_tree(variables[classifier.HEAD], None)} if classifier.HEAD in variables else {}
+    return {**_placed(model_variables, config, place), **head}
+
+
 # -- one reader per layout ---------------------------------------------------------------
 
 
@@ -116,11 +124,8 @@ def _read_workdir(path: str, chosen: CLIPConfig | None, place: Placement | None)
     step_dir = train_checkpoints.find_step_dir(path)
     meta, variables = train_checkpoints.read_model(step_dir)
     config = _same_as_chosen(CLIPConfig.from_dict(meta["model_config"]), chosen, step_dir)
-    # A classification fine-tune's head travels beside the model's variables, unplaced.
-    variables = classifier.split_head(variables)
-    head = {classifier.HEAD: variables.pop(classifier.HEAD)} if classifier.HEAD in variables else {}
     # Orbax restores arrays of their own: only placing them is left to do.
-    return Loaded(config, {**(variables if place is None else _placed(variables, config, place)), **head},
+    return Loaded(config, _placed_with_head(classifier.split_head(variables), config, place),
                   scoring=meta.get("scoring"))
 
 
@@ -159,7 +164,7 @@ def _read_safetensors(path: str, chosen: CLIPConfig | None, place: Placement | N
     tensors, metadata = load_safetensors(path)
     if metadata.get("format") == NATIVE_FORMAT_TAG:  # clip_jax's own: Flax paths and the architecture
         config = _same_as_chosen(CLIPConfig.from_json(metadata["config"]), chosen, path)
-        return Loaded(config, _placed(unflatten(tensors), config, place), scoring=metadata.get("scoring"))
+        return Loaded(config, _placed_with_head(unflatten(tensors), config, place), scoring=metadata.get("scoring"))
     return from_state_dict(tensors, path, chosen, place=place)
 
 

@@ -76,6 +76,10 @@ FORMAT_NOTES = {"hf": "a {architecture} folder"}  # how a format is described in
 def write(model, variables: Mapping, path: str, format: str) -> str:
     if format not in WRITERS:
         raise ValueError(f"unknown export format {format!r}; valid: {', '.join(WRITERS)}")
+    if "head" in variables and format != "clip_jax":
+        raise ValueError(f"these variables hold a classification head (a cross_entropy fine-tune's), which only "
+                         f"the 'clip_jax' format stores, not {format!r}; export as 'clip_jax', or drop the head "
+                         "(clip_jax.classifier.model_variables) to export the model alone")
     family = family_of(model)
     if format not in family.export_formats:
         valid = " or ".join(f"{f!r}" + (f" ({FORMAT_NOTES[f].format(architecture=family.hf_architecture)})"

@@ -2,7 +2,7 @@
 
 An evaluation is a dict or ConfigDict:
   name, task (a name in clip_jax.evaluation.tasks.TASKS: "zeroshot", "retrieval",
-  "linear_probe"), data (the dataset spec scored),
+  "linear_probe", "tip_adapter", "robustness"), data (the dataset spec scored),
   batch_size (default 256), image_size (optional: must match the checkpoint),
   cache_dir and checkpoint_id (optional: features are cached when both are set),
   tokenizer (zeroshot, retrieval; optional: the model's own, CLIP's BPE; a SigLIP model
@@ -24,7 +24,10 @@ An evaluation is a dict or ConfigDict:
   tip_adapter: train_data (the labelled set the k-shot cache is drawn from), val_data
     (optional: α and β are searched on it, and the k-shot linear probe on the same examples
     is reported; else the paper's α = β = 1), kshot (default 16), seed, templates and
-    class_names as zeroshot's.
+    class_names as zeroshot's;
+  robustness: data (the in-distribution set), shift (a list of shifted sets, same
+    classes), baseline (optional: the zero-shot checkpoint, for effective robustness),
+    and zeroshot's keys.
 Every input check runs in `validate` (no model needed) and `check` (model, dataset
 headers and labels, no images decoded) before any feature is computed; each task's are
 its own (clip_jax/evaluation/tasks.py).

@@ -10,6 +10,7 @@ What each task's spec holds is in clip_jax/evaluation/runner.py's docstring.
 from __future__ import annotations
 
 import abc
+import os
 import re
 from typing import Mapping, Sequence
 
@@ -325,6 +326,71 @@ class TipAdapter(Task):
         return metrics
 
 
+def set_name(data_spec: str) -> str:
+    """A short name of a dataset for a report: the last part of its path or TFDS name
+    ("folder:/data/imagenet-sketch/val" -> "val", "tfds:imagenet_r:test" -> "imagenet_r")."""
+    kind, _, target = data_spec.partition(":")
+    target = target.split("?")[0].rstrip("/")
+    if kind == "tfds":
+        return target.split(":")[0].replace("/", "_")
+    return os.path.basename(target).split(".")[0].replace("{", "").replace("}", "") or kind
+
+
+class Robustness(Task):
+    """Zero-shot (or a fine-tune's head) accuracy on an in-distribution set and on shifted
+    sets in one run: per set, the mean over the shifted sets, and with `baseline` (the
+    zero-shot model's checkpoint) its accuracies and the effective robustness against it:
+    (shift_avg - baseline shift_avg) - (id - baseline id), in points of top-1.  0 means the
+    shifted sets moved exactly as much as the in-distribution set did; WiSE-FT's claim is
+    that fine-tuning alone makes it negative and the weight-space mix recovers it."""
+
+    name = "robustness"
+    uses_head = True
+    flags = ("shift", "baseline", "templates", "class_names", "class_subset", "check_class_count")
+
+    def _sets(self, spec) -> dict[str, Mapping]:
+        names = {}
+        for key, data in [("id", spec["data"])] + [(set_name(s), s) for s in spec.get("shift") or ()]:
+            unique, n = key, 1
+            while unique in names:
+                n += 1
+                unique = f"{key}_{n}"
+            names[unique] = {**spec, "task": "zeroshot", "name": f"{spec['name']}/{unique}", "data": data}
+        return names
+
+    def validate(self, spec):
+        shifts = spec.get("shift")
+        if not shifts or isinstance(shifts, str):
+            raise ValueError(f"robustness needs shift: a list of one or more shifted dataset specs; got {shifts!r}")
+        for one in self._sets(spec).values():
+            ZeroShot().validate(one)
+
+    def check(self, model, spec, tokenizer=None):
+        return {name: ZeroShot().check(model, one, tokenizer) for name, one in self._sets(spec).items()}
+
+    def run(self, model, variables, spec, checked):
+        sets = self._sets(spec)
+        top1 = {name: ZeroShot().run(model, variables, one, checked[name])["top1"] for name, one in sets.items()}
+        metrics = {f"{name}_top1": value for name, value in top1.items()}
+        shifted = [v for k, v in top1.items() if k != "id"]
+        metrics["shift_avg_top1"] = float(np.mean(shifted))
+        if spec.get("baseline"):
+            import clip_jax
+
+            base_model, base_variables = clip_jax.load_checkpoint(spec["baseline"])
+            if base_model.config != model.config:
+                raise ValueError(f"{_label(spec)}: baseline {spec['baseline']} is another architecture than the "
+                                 "checkpoint evaluated; give the zero-shot model it was fine-tuned from")
+            base_variables = classifier.model_variables(base_variables)
+            base = {name: ZeroShot().run(base_model, base_variables, {**one, "checkpoint_id": None}, checked[name])
+                    ["top1"] for name, one in sets.items()}
+            base_shift = float(np.mean([v for k, v in base.items() if k != "id"]))
+            metrics.update({f"baseline_{name}_top1": value for name, value in base.items()})
+            metrics["baseline_shift_avg_top1"] = base_shift
+            metrics["effective_robustness"] = (metrics["shift_avg_top1"] - base_shift) - (top1["id"] - base["id"])
+        return metrics
+
+
 TASKS: dict[str, Task] = {}
 
 
@@ -337,6 +403,7 @@ register(ZeroShot())
 register(Retrieval())
 register(LinearProbe())
 register(TipAdapter())
+register(Robustness())
 
 
 def validate_all(evals) -> None:

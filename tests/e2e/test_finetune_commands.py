@@ -50,12 +50,12 @@ def runs(tmp_path_factory):
                         "--config.finetune.templates=a photo of a {}."], devices)
             assert done.returncode == 0, done.stderr[-3000:]
             workdirs[loss, devices] = workdir
-    return spec, workdirs
+    return spec, workdirs, checkpoint, root
 
 
 @pytest.mark.parametrize("loss", ["ce", "flyp"])
 def test_eight_devices_train_as_one(runs, loss):
-    _, workdirs = runs
+    _, workdirs, _, _ = runs
     one, eight = logged(workdirs[loss, 1]), logged(workdirs[loss, 8])
     np.testing.assert_allclose([r["loss"] for r in eight], [r["loss"] for r in one], rtol=1e-5)
     # the zero-byte and the truncated file, skipped in every pass (the counters include
@@ -79,7 +79,7 @@ def test_eight_devices_train_as_one(runs, loss):
 
 
 def test_eval_scores_a_cross_entropy_workdir_with_its_head(runs, tmp_path):
-    spec, workdirs = runs
+    spec, workdirs, _, _ = runs
     workdir = workdirs["ce", 1]
     output = tmp_path / "r.json"
     done = run(["eval.py", "--checkpoint", workdir, "--data", spec, "--batch_size", "32", "--output", str(output)], 1)
@@ -97,3 +97,43 @@ def test_eval_scores_a_cross_entropy_workdir_with_its_head(runs, tmp_path):
     # A head of other classes is refused, naming both counts.
     done = run(["eval.py", "--checkpoint", workdir, "--data", "demo:heldout", "--templates", "{}"], 1)
     assert done.returncode != 0 and "head has 6 classes, the evaluation 18" in done.stderr
+
+
+def _eval(tmp_path, name, *args):
+    output = tmp_path / f"{name}.json"
+    done = run(["eval.py", *args, "--batch_size", "32", "--templates", "a photo of a {}.", "--output", str(output)], 1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.load(open(output))["metrics"]
+
+
+def test_robustness_report_and_wise_ft_with_heads(runs, tmp_path):
+    """eval.py --task robustness against plain evaluations of each set and model, and
+    WiSE-FT's endpoints with mixed heads against the two models' own evaluations."""
+    spec, workdirs, checkpoint, root = runs
+    shifted = realistic.class_folder(str(root / "shifted"), per_class=6, seed=9)
+    workdir = workdirs["ce", 1]
+    report = _eval(tmp_path, "report", "--checkpoint", workdir, "--task", "robustness", "--data", spec,
+                   "--shift", shifted, "--baseline", checkpoint)
+    plain = {(who, data): _eval(tmp_path, f"{who}-{i}", "--checkpoint", path, "--data", data)["top1"]
+             for who, path in (("ft", workdir), ("zs", checkpoint)) for i, data in enumerate((spec, shifted))}
+    assert report["id_top1"] == plain["ft", spec] and report["shifted_top1"] == plain["ft", shifted]
+    assert report["baseline_id_top1"] == plain["zs", spec]
+    assert report["shift_avg_top1"] == plain["ft", shifted]
+    assert report["effective_robustness"] == pytest.approx(
+        (plain["ft", shifted] - plain["zs", shifted]) - (plain["ft", spec] - plain["zs", spec]))
+
+    output = tmp_path / "wise.json"
+    done = subprocess.run([sys.executable, "-m", "clip_jax.wise_ft", "--zeroshot", checkpoint, "--finetuned", workdir,
+                           "--alphas", "0,0.5,1", "--data", spec, "--shift", shifted, "--templates",
+                           "a photo of a {}.", "--batch_size", "32", "--output", str(output), "--save_alpha", "0.5",
+                           "--save", str(tmp_path / "mixed.safetensors")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "XLA_FLAGS": ""})
+    assert done.returncode == 0, done.stderr[-3000:]
+    sweep = {row["alpha"]: row for row in json.load(open(output))["sweep"]}
+    assert sweep[1.0]["id"] == plain["ft", spec] and sweep[1.0]["shifts"] == [plain["ft", shifted]]
+    # α = 0: the zero-shot model with the zero-shot head the fine-tune started from
+    assert sweep[0.0]["id"] == plain["zs", spec] and sweep[0.0]["shifts"] == [plain["zs", shifted]]
+    _, mixed = clip_jax.load_checkpoint(str(tmp_path / "mixed.safetensors"))
+    _, ft = clip_jax.load_checkpoint(workdir)
+    assert mixed["head"]["kernel"].shape == ft["head"]["kernel"].shape
