@@ -14,9 +14,15 @@ summation order).  ResNets' BatchNorm sees micro-batch statistics, as in open_cl
 
 Classification (loss "cross_entropy", clip_jax.classifier): the image tower and a head
 against labels; a per-example loss, so k micro-batches simply average their gradients.
+
+What is differentiated (`Trainable`): every parameter; or, with LoRA adapters
+(clip_jax.lora), only the adapters (and a classification head): the model runs on the
+base weights with the adapters' low-rank products added, and the frozen weights get
+zero gradients without their weight gradients ever being computed.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable
 
@@ -25,9 +31,38 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from clip_jax import classifier, losses
+from clip_jax import classifier, lora, losses
 from clip_jax.preprocess import normalize_images
 from clip_jax.sharding import BATCH_AXES
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainable:
+    """Which parameters are differentiated, and the parameters the model runs on."""
+
+    adapter_scale: float | None = None  # LoRA: alpha / rank; None: every parameter
+
+    def split(self, params) -> tuple[dict, dict]:
+        """(differentiated, held fixed)."""
+        if self.adapter_scale is None:
+            return params, {}
+        trained = {k: params[k] for k in (lora.ADAPTERS, classifier.HEAD) if k in params}
+        return trained, {k: v for k, v in params.items() if k not in trained}
+
+    def join(self, trained, fixed) -> dict:
+        """The parameters the model (and a head) run on."""
+        if self.adapter_scale is None:
+            return trained
+        params = lora.merge(fixed, trained[lora.ADAPTERS], self.adapter_scale)
+        if classifier.HEAD in trained:
+            params[classifier.HEAD] = trained[classifier.HEAD]
+        return params
+
+    def expand(self, grads, params) -> dict:
+        """Gradients for every parameter: zeros where held fixed (never computed)."""
+        if self.adapter_scale is None:
+            return grads
+        return {k: grads[k] if k in grads else jax.tree.map(jnp.zeros_like, v) for k, v in params.items()}
 
 
 def _split(tree, steps: int, mesh):
@@ -80,55 +115,63 @@ def _loss(loss_fn, mesh, image, text, temperature, keys=None):
     return loss_fn(image, text, scale, bias=temperature.get("logit_bias"), mesh=mesh, keys=keys)
 
 
-def plain_grads(model, loss_fn, mesh, params, batch_stats, batch, rng):
+def plain_grads(model, loss_fn, mesh, view, params, batch_stats, batch, rng):
     """One forward and backward pass over the whole batch."""
     keys = _caption_keys(loss_fn, batch)
+    trained, fixed = view.split(params)
 
-    def total(p):
+    def total(t):
+        p = view.join(t, fixed)
         (image, text), new_stats = _embed(model, p, batch_stats, batch, rng)
         loss, metrics = _loss(loss_fn, mesh, image, text, _temperature(p), keys)
         return loss, (metrics, new_stats)
 
-    (loss, (metrics, new_stats)), grads = jax.value_and_grad(total, has_aux=True)(params)
-    return loss, metrics, new_stats, grads
+    (loss, (metrics, new_stats)), grads = jax.value_and_grad(total, has_aux=True)(trained)
+    return loss, metrics, new_stats, view.expand(grads, params)
 
 
-def accumulated_grads(model, loss_fn, mesh, steps, params, batch_stats, batch, rng):
+def accumulated_grads(model, loss_fn, mesh, view, steps, params, batch_stats, batch, rng):
     """The same loss and gradients through `steps` micro-batches (module docstring)."""
     micro = _split(batch, steps, mesh)
     rngs = jax.random.split(rng, steps)  # the same patch masks in both passes
+    trained, fixed = view.split(params)
+    effective = jax.lax.stop_gradient(view.join(trained, fixed))
 
     def embed_only(_, inputs):
         mb, key = inputs
-        (image, text), _ = _embed(model, jax.lax.stop_gradient(params), batch_stats, mb, key)
+        (image, text), _ = _embed(model, effective, batch_stats, mb, key)
         return None, (image, text)
 
     _, (images, texts) = jax.lax.scan(embed_only, None, (micro, rngs))
     (loss, metrics), (image_grad, text_grad, temperature_grad) = jax.value_and_grad(
         functools.partial(_loss, loss_fn, mesh, keys=_caption_keys(loss_fn, batch)), argnums=(0, 1, 2), has_aux=True,
-    )(_merge(images), _merge(texts), _temperature(params))
+    )(_merge(images), _merge(texts), _temperature(effective))
     cotangents = _split((image_grad, text_grad), steps, mesh)
 
     def backward(carry, inputs):
         grads, _ = carry
         mb, key, cotangent = inputs
-        (_, vjp, new_stats) = jax.vjp(lambda p: _embed(model, p, batch_stats, mb, key), params, has_aux=True)
+        (_, vjp, new_stats) = jax.vjp(lambda t: _embed(model, view.join(t, fixed), batch_stats, mb, key), trained,
+                                      has_aux=True)
         (micro_grads,) = vjp(cotangent)
         return (jax.tree.map(jnp.add, grads, micro_grads), new_stats), None
 
-    zeros = jax.tree.map(jnp.zeros_like, params)
+    zeros = jax.tree.map(jnp.zeros_like, trained)
     (grads, new_stats), _ = jax.lax.scan(backward, (zeros, batch_stats), (micro, rngs, cotangents))
     grads = dict(grads)
     for key, value in temperature_grad.items():
-        grads[key] = grads[key] + value
-    return loss, metrics, new_stats, grads
+        if key in grads:  # the temperature, unless held fixed
+            grads[key] = grads[key] + value
+    return loss, metrics, new_stats, view.expand(grads, params)
 
 
-def classification_grads(model, mesh, steps, label_smoothing, params, batch_stats, batch, rng):
+def classification_grads(model, mesh, view, steps, label_smoothing, params, batch_stats, batch, rng):
     """Cross-entropy of the head's logits on the image tower (clip_jax.classifier): per
     example, so `steps` micro-batches are plain gradient accumulation (their mean)."""
+    trained, fixed = view.split(params)
 
-    def micro_loss(p, stats, mb, key):
+    def micro_loss(t, stats, mb, key):
+        p = view.join(t, fixed)
         is_resnet = model.config.vision.is_resnet
         variables = {"params": classifier.model_variables({"params": p})["params"],
                      **({"batch_stats": stats} if is_resnet else {})}
@@ -140,28 +183,31 @@ def classification_grads(model, mesh, steps, label_smoothing, params, batch_stat
 
     grad = jax.value_and_grad(micro_loss, has_aux=True)
     if steps == 1:
-        (loss, (metrics, new_stats)), grads = grad(params, batch_stats, batch, rng)
-        return loss, metrics, new_stats, grads
+        (loss, (metrics, new_stats)), grads = grad(trained, batch_stats, batch, rng)
+        return loss, metrics, new_stats, view.expand(grads, params)
 
     def body(carry, inputs):
         total, total_metrics, stats, grads = carry
         mb, key = inputs
-        (loss, (metrics, stats)), micro_grads = grad(params, stats, mb, key)
+        (loss, (metrics, stats)), micro_grads = grad(trained, stats, mb, key)
         return (total + loss / steps, jax.tree.map(lambda a, b: a + b / steps, total_metrics, metrics), stats,
                 jax.tree.map(lambda a, b: a + b / steps, grads, micro_grads)), None
 
     zeros = (jnp.zeros((), jnp.float32), {"accuracy": jnp.zeros((), jnp.float32)}, batch_stats,
-             jax.tree.map(jnp.zeros_like, params))
+             jax.tree.map(jnp.zeros_like, trained))
     (loss, metrics, new_stats, grads), _ = jax.lax.scan(body, zeros, (_split(batch, steps, mesh),
                                                                        jax.random.split(rng, steps)))
-    return loss, metrics, new_stats, grads
+    return loss, metrics, new_stats, view.expand(grads, params)
 
 
-def make_grad_fn(model, loss_name: str, mesh, accumulation_steps: int = 1, label_smoothing: float = 0.0) -> Callable:
-    """fn(params, batch_stats, batch, rng) -> (loss, metrics, batch_stats, grads)."""
+def make_grad_fn(model, loss_name: str, mesh, accumulation_steps: int = 1, label_smoothing: float = 0.0,
+                 adapter_scale: float | None = None) -> Callable:
+    """fn(params, batch_stats, batch, rng) -> (loss, metrics, batch_stats, grads).
+    adapter_scale: LoRA's alpha / rank when params hold adapters (only they are trained)."""
     loss_fn = losses.loss_spec(loss_name)
+    view = Trainable(adapter_scale)
     if loss_fn.classification:
-        return functools.partial(classification_grads, model, mesh, accumulation_steps, label_smoothing)
+        return functools.partial(classification_grads, model, mesh, view, accumulation_steps, label_smoothing)
     if accumulation_steps == 1:
-        return functools.partial(plain_grads, model, loss_fn, mesh)
-    return functools.partial(accumulated_grads, model, loss_fn, mesh, accumulation_steps)
+        return functools.partial(plain_grads, model, loss_fn, mesh, view)
+    return functools.partial(accumulated_grads, model, loss_fn, mesh, view, accumulation_steps)

@@ -143,7 +143,7 @@ def run_contract(config) -> dict:
 
 
 def meta_for(model_spec, model_config, run: dict | None = None, loss: str | None = None,
-             scoring: str | None = None) -> dict:
+             scoring: str | None = None, adapter_scale: float | None = None) -> dict:
     """The model saved with every checkpoint: `model_config` (what readers build the
     model from), a label of how the config named it (a registered name, a JSON path, or
     the registered name matching custom dimensions, else "custom"), the training `loss`
@@ -158,6 +158,8 @@ def meta_for(model_spec, model_config, run: dict | None = None, loss: str | None
         meta["scoring"] = scoring
     if run is not None:
         meta["run"] = dict(run)
+    if adapter_scale is not None:  # LoRA: readers merge params["lora"] into the weights with it
+        meta["lora_scale"] = adapter_scale
     return meta
 
 

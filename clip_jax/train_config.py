@@ -92,6 +92,14 @@ def base_config() -> ml_collections.ConfigDict:
     # its embeddings decay^(L + 1), everything after the blocks the full lr.  1.0: off.
     config.optim.layer_decay = 1.0
 
+    # LoRA (clip_jax/lora.py): adapters of rank `rank` on the kernels these regexes over
+    # '/'-joined parameter paths select (e.g. r"^visual/transformer/blocks/attn/"); only they
+    # (and a classification head) train.  () = no adapters.
+    config.lora = ml_collections.ConfigDict()
+    config.lora.targets = ()
+    config.lora.rank = 8
+    config.lora.alpha = 16.0
+
     # Fine-tuning on labelled data (loss "flyp" or "cross_entropy"; configs/finetune.py).
     config.finetune = ml_collections.ConfigDict()
     # As eval.py's --class_names and --templates: a shipped dataset key ("cifar10"), a file
@@ -210,6 +218,7 @@ def validate(config, devices: int, processes: int) -> None:
     if not 0.0 < optim.layer_decay <= 1.0:
         raise ValueError(f"optim.layer_decay must be in (0, 1] (1: no decay); got {optim.layer_decay}")
     validate_finetune(config)
+    validate_lora(config.lora)
     if not 0.0 <= config.patch_dropout < 1.0:
         raise ValueError(f"patch_dropout must be in [0, 1); got {config.patch_dropout}")
     losses.model_options(config.loss, config.logit_scale_init, config.logit_bias_init)
@@ -246,6 +255,22 @@ def validate_finetune(config) -> None:
         resolve_templates(finetune.templates)
     if spec.classification and config.patch_dropout:
         raise ValueError("patch_dropout is for contrastive training; set it to 0 with loss='cross_entropy'")
+
+
+def validate_lora(section) -> None:
+    """The LoRA keys (whether each target matches a kernel is checked when the trainer
+    builds the model's parameter tree, before anything compiles)."""
+    import re
+
+    for pattern in section.targets:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"lora target {pattern!r} is not a regex: {error}") from None
+    if section.targets and (not isinstance(section.rank, int) or section.rank < 1):
+        raise ValueError(f"lora.rank must be a positive integer; got {section.rank!r}")
+    if section.targets and not section.alpha > 0:
+        raise ValueError(f"lora.alpha must be positive; got {section.alpha}")
 
 
 def config_file(path: str) -> types.ModuleType:

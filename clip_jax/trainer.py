@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from clip_jax import classifier, losses, tokenizers, train_config
+from clip_jax import classifier, lora, losses, tokenizers, train_config
 from clip_jax.flops import train_step_flops
 from clip_jax.gradients import make_grad_fn
 from clip_jax.loop import CompiledSteps, Throughput, itstime, preemption_notice
@@ -67,6 +67,7 @@ class StepOptions:
     seed: int
     accumulation_steps: int = 1
     label_smoothing: float = 0.0  # cross_entropy only
+    adapter_scale: float | None = None  # LoRA's alpha / rank; None: no adapters
 
 
 @dataclasses.dataclass
@@ -119,11 +120,15 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     spec = losses.loss_spec(config.loss)
     images, tokens = example_inputs(model.config)
     abstract_params = dict(jax.eval_shape(model.init, jax.random.PRNGKey(0), images, tokens)["params"])
-    optim = config.optim
+    optim = ml_collections.ConfigDict(config.optim.to_dict())
+    adapters = config.lora.targets
+    if adapters:  # every target must match a kernel: checked here, before anything compiles
+        abstract_params[lora.ADAPTERS] = lora.abstract_adapters(abstract_params, adapters, config.lora.rank)
     if spec.classification:  # the head trains with the image tower; nothing else does
         abstract_params[classifier.HEAD] = classifier.abstract_head(model.config.embed_dim, len(classes))
-        optim = ml_collections.ConfigDict(config.optim.to_dict())
         optim.frozen = tuple(optim.frozen) + classifier.frozen_patterns(abstract_params)
+    if adapters:  # only the adapters (and a head) train
+        optim.frozen = tuple(optim.frozen) + lora.frozen_patterns(abstract_params, keep=(classifier.HEAD,))
     optimizer, lr = make_optimizer(optim, abstract_params, steps)
 
     def init_state(rng):
@@ -132,6 +137,8 @@ def build(config: ml_collections.ConfigDict) -> Setup:
         if spec.classification:  # filled in by initial_state (zero-shot or probe weights)
             params[classifier.HEAD] = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
                                                    abstract_params[classifier.HEAD])
+        if adapters:
+            params[lora.ADAPTERS] = lora.init_adapters(jax.random.fold_in(rng, 1), abstract_params[lora.ADAPTERS])
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -143,11 +150,12 @@ def build(config: ml_collections.ConfigDict) -> Setup:
 
     abstract = jax.eval_shape(init_state, jax.random.PRNGKey(0))
     shardings = tree_shardings(abstract, mesh, [tuple(r) for r in config.sharding_rules])
+    scale = lora.scale_of(config.lora.alpha, config.lora.rank) if adapters else None
     options = StepOptions(model, optimizer, lr, config.loss, mesh, config.seed, config.accumulation_steps,
-                          config.finetune.label_smoothing)
+                          config.finetune.label_smoothing, scale)
     return Setup(config, model, mesh, options, steps, abstract, shardings, config.batch_size // jax.process_count(),
                  meta_for(config.model, model.config, run=run_contract(config), loss=config.loss,
-                          scoring=model.scoring),
+                          scoring=model.scoring, adapter_scale=scale),
                  init_state=jax.jit(init_state, out_shardings=shardings), classes=classes, templates=templates)
 
 
@@ -179,7 +187,7 @@ def train_step(state: TrainState, batch: dict, options: StepOptions) -> tuple[Tr
     A non-finite loss or gradient norm never updates the state: it is counted, and the
     first such step recorded (the loop then stops or goes on, by `on_nonfinite`)."""
     grad_fn = make_grad_fn(options.model, options.loss, options.mesh, options.accumulation_steps,
-                           options.label_smoothing)
+                           options.label_smoothing, options.adapter_scale)
     rng = jax.random.fold_in(jax.random.PRNGKey(options.seed), state.step)  # the same on resume
     loss, metrics, batch_stats, grads = grad_fn(state.params, state.batch_stats, batch, rng)
     updates, opt_state = options.optimizer.update(grads, state.opt_state, state.params)
@@ -272,8 +280,9 @@ def initial_state(setup: Setup, checkpointer: Checkpointer):
     state = setup.init_state(jax.random.key(config.seed, impl="rbg"))
     if variables is not None:
         params = dict(classifier.model_variables(variables)["params"])
-        if classifier.HEAD in state.params:
-            params[classifier.HEAD] = state.params[classifier.HEAD]
+        for own in (classifier.HEAD, lora.ADAPTERS):  # this run's own, not the checkpoint's
+            if own in state.params:
+                params[own] = state.params[own]
         state = state.replace(params=params, batch_stats=variables.get("batch_stats", {}))
         logging.info("initialised from %s", config.init_from)
     if classifier.HEAD in state.params:
@@ -286,13 +295,21 @@ def initial_head(setup: Setup, state: TrainState) -> dict:
     """A classification fine-tune's starting head: the zero-shot classifier of the
     starting model, or (finetune.lp_ft) a probe on its features of the training data."""
     config = setup.config
-    variables = {"params": classifier.model_variables({"params": state.params})["params"],
-                 "batch_stats": state.batch_stats}
+    variables = {"params": model_params(setup, state.params), "batch_stats": state.batch_stats}
     if not config.finetune.lp_ft:
         return classifier.zeroshot_head(setup.model, variables, setup.classes, setup.templates,
                                         tokenizer=config.data.options.tokenizer)
     features, labels = probe_features(setup, variables)
     return classifier.probe_head(features, labels, len(setup.classes), seed=config.seed)
+
+
+def model_params(setup: Setup, params) -> dict:
+    """The parameters the model runs on: adapters merged, without a head."""
+    params = classifier.model_variables({"params": params})["params"]
+    if lora.ADAPTERS in params:
+        rest = {k: v for k, v in params.items() if k != lora.ADAPTERS}
+        params = lora.merge(rest, params[lora.ADAPTERS], setup.step_options.adapter_scale)
+    return params
 
 
 def probe_features(setup: Setup, variables) -> tuple[np.ndarray, np.ndarray]:
@@ -421,7 +438,9 @@ def trimming_is_safe(mesh) -> bool:
 def evaluate(setup: Setup, state: TrainState) -> dict:
     from clip_jax.evaluation.runner import run_evals
 
-    variables = classifier.split_head({"params": state.params})
+    variables = {"params": model_params(setup, state.params)}
+    if classifier.HEAD in state.params:
+        variables[classifier.HEAD] = state.params[classifier.HEAD]
     if setup.model.config.vision.is_resnet:
         variables["batch_stats"] = state.batch_stats
     results = run_evals(setup.model, variables, setup.config.evals,
