@@ -121,13 +121,14 @@ def build(config: ml_collections.ConfigDict) -> Setup:
     images, tokens = example_inputs(model.config)
     abstract_params = dict(jax.eval_shape(model.init, jax.random.PRNGKey(0), images, tokens)["params"])
     optim = ml_collections.ConfigDict(config.optim.to_dict())
-    adapters = config.lora.targets
-    if adapters:  # every target must match a kernel: checked here, before anything compiles
-        abstract_params[lora.ADAPTERS] = lora.abstract_adapters(abstract_params, adapters, config.lora.rank)
     if spec.classification:  # the head trains with the image tower; nothing else does
-        abstract_params[classifier.HEAD] = classifier.abstract_head(model.config.embed_dim, len(classes))
         optim.frozen = tuple(optim.frozen) + classifier.frozen_patterns(abstract_params)
-    if adapters:  # only the adapters (and a head) train
+        abstract_params[classifier.HEAD] = classifier.abstract_head(model.config.embed_dim, len(classes))
+    adapters = config.lora.targets
+    if adapters:  # on the model's kernels (not a head's); each target must match one, checked here
+        towers = {k: v for k, v in abstract_params.items() if k != classifier.HEAD}
+        abstract_params[lora.ADAPTERS] = lora.abstract_adapters(towers, adapters, config.lora.rank)
+        # only the adapters (and a head) train
         optim.frozen = tuple(optim.frozen) + lora.frozen_patterns(abstract_params, keep=(classifier.HEAD,))
     optimizer, lr = make_optimizer(optim, abstract_params, steps)
 

@@ -272,3 +272,29 @@ def test_bad_inputs_fail_before_compiling(labelled, tmp_path):
     with pytest.raises(ValueError, match="set config.model to the checkpoint's architecture"):
         initial_state(setup, _NoCheckpoints())
     assert not compiled  # refused before the state was created
+
+
+def test_lora_with_a_head_trains_the_adapters_and_the_head_only(labelled, tmp_path):
+    from clip_jax.trainer import train
+
+    spec, checkpoint = labelled
+    config = finetune_config(spec, checkpoint, "ce", **{"optim.lr": 1e-2, "lora.rank": 2,
+                                                        "lora.targets": (r"^visual/transformer/.*/kernel$",)})
+    setup = build(config)
+    head_at_start = np.asarray(initial_state(setup, _NoCheckpoints())[0].params["head"]["kernel"])
+    state = train(config, str(tmp_path / "ce_lora"))
+    _, start = clip_jax.load_checkpoint(checkpoint)
+    params = dict(state.params)
+    adapters, head = params.pop("lora"), params.pop("head")
+    for key, value in jax.tree_util.tree_flatten_with_path(start["params"])[0]:
+        np.testing.assert_array_equal(np.asarray(_at(params, key)), np.asarray(value))
+    assert not np.array_equal(np.asarray(head["kernel"]), head_at_start)
+    moved = {path: float(np.abs(np.asarray(b)).max()) for path, b in jax.tree_util.tree_flatten_with_path(adapters)[0]
+             if path[-1].key == "b"}
+    assert all(v > 0 for v in moved.values()), {"/".join(k.key for k in p): v for p, v in moved.items()}
+
+
+def _at(tree, path):
+    for key in path:
+        tree = tree[key.key]
+    return tree

@@ -15,6 +15,10 @@ Splits: "train" (100,000 examples by default), "val" (1,000, seen pairs, new sam
 (seed, split, i), so the data needs no files and a resumed iterator sees the same pixels.
 Images are 32 px by default (a ViT with patch 8 sees 4x4 patches), stored as PNG bytes so
 they travel through the same decode path as real data.
+
+Styles, a distribution shift of the same classes: "filled" (the default: solid shapes on a
+dark background, all training data) and "outline" (the shapes' outlines on a light
+background, as sketches shift photographs), e.g. `demo:val?style=outline`.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ HELDOUT = frozenset({("red", "triangle"), ("green", "circle"), ("blue", "square"
 PAIRS = tuple(itertools.product(COLOURS, SHAPES))  # class order: label = PAIRS.index((colour, shape))
 SPLITS = {"train": (0, 100_000), "val": (1, 1_000), "heldout": (2, 1_000)}  # name -> (stream id, size)
 DEFAULT_SIZE = 32
+STYLES = ("filled", "outline")
 
 
 def class_prompts() -> list[str]:
@@ -60,9 +65,14 @@ def caption(count: int, size: str, colour: str, shape: str, position: str, templ
 class DemoDataset:
     """Indexable synthetic split: `example(i)` -> {"png", "caption", "label", "attributes"}."""
 
-    def __init__(self, split: str, image_size: int = DEFAULT_SIZE, num_examples: int | None = None, seed: int = 0):
+    def __init__(self, split: str, image_size: int = DEFAULT_SIZE, num_examples: int | None = None, seed: int = 0,
+                 style: str = "filled"):
         if split not in SPLITS:
             raise ValueError(f"demo split must be one of {sorted(SPLITS)}, got {split!r} (spec 'demo:train')")
+        if style not in STYLES:
+            raise ValueError(f"demo style must be one of {', '.join(STYLES)}, got {style!r} "
+                             "(spec 'demo:val?style=outline')")
+        self.style = style
         if image_size < 16:
             raise ValueError(f"demo image size must be at least 16 px, got {image_size}")
         self.split, self.image_size, self.seed = split, image_size, seed
@@ -90,7 +100,7 @@ class DemoDataset:
             raise IndexError(f"demo:{self.split} has {self.num_examples} examples; index {index} is out of range")
         rng = np.random.default_rng([self.seed, self.stream, index])
         attrs = self.attributes(rng)
-        pixels = render(attrs, self.image_size, rng)
+        pixels = render(attrs, self.image_size, rng, self.style)
         buffer = io.BytesIO()
         Image.fromarray(pixels).save(buffer, format="PNG")
         return {
@@ -102,9 +112,12 @@ class DemoDataset:
         }
 
 
-def render(attrs: dict, n: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 [n, n, 3]: noisy dark background, `count` shapes inside the named half."""
+def render(attrs: dict, n: int, rng: np.random.Generator, style: str = "filled") -> np.ndarray:
+    """uint8 [n, n, 3]: noisy background, `count` shapes inside the named half; "filled"
+    shapes on a dark background, or their "outline"s on a light one (the same draws)."""
     background = rng.integers(15, 70)
+    if style == "outline":
+        background = 255 - background
     image = np.clip(background + rng.normal(0, 8, (n, n, 3)), 0, 255)
     radius = SIZES[attrs["size"]] * n
     half = n / 2
@@ -132,5 +145,19 @@ def render(attrs: dict, n: int, rng: np.random.Generator) -> np.ndarray:
         else:  # upward triangle: apex at top, base at the bottom of the radius box
             t = (dy + radius) / (2 * radius)  # 0 at apex, 1 at base
             mask = (t >= 0) & (t <= 1) & (np.abs(dx) <= t * radius)
+        if style == "outline":  # the shape's pixels within ~1.5 px of its edge
+            mask = mask & ~_eroded(mask, max(1, round(n / 20)))
         image[mask] = colour
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _eroded(mask: np.ndarray, steps: int) -> np.ndarray:
+    """The mask shrunk by `steps` pixels (4-neighbour erosion)."""
+    for _ in range(steps):
+        inner = mask.copy()
+        inner[1:] &= mask[:-1]
+        inner[:-1] &= mask[1:]
+        inner[:, 1:] &= mask[:, :-1]
+        inner[:, :-1] &= mask[:, 1:]
+        mask = inner
+    return mask

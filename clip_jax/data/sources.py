@@ -505,7 +505,7 @@ def _tfds_fields(features):
 
 
 class DemoSource(_GeneratorSource):
-    """The synthetic dataset of clip_jax.data.demo: demo:SPLIT[?size=32&n=N&seed=0]."""
+    """The synthetic dataset of clip_jax.data.demo: demo:SPLIT[?size=32&n=N&seed=0&style=filled]."""
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -516,6 +516,7 @@ class DemoSource(_GeneratorSource):
             image_size=int(spec.options.get("size", demo.DEFAULT_SIZE)),
             num_examples=int(spec.options["n"]) if "n" in spec.options else None,
             seed=int(spec.options.get("seed", 0)),
+            style=spec.options.get("style", "filled"),
         )
         self.class_names = demo.class_prompts()
         self.units = _list_units(len(self.dataset))

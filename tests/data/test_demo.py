@@ -78,3 +78,16 @@ def test_bad_options():
         data.open_sources("demo:train?size=8")
     with pytest.raises(ValueError, match="n must be positive"):
         data.open_sources("demo:train?n=0")
+    with pytest.raises(ValueError, match="style must be one of filled, outline"):
+        data.open_sources("demo:val?style=sketch")
+
+
+def test_outline_style_is_the_same_examples_drawn_otherwise():
+    from clip_jax.data.demo import DemoDataset
+
+    filled, outline = DemoDataset("val", style="filled"), DemoDataset("val", style="outline")
+    for i in range(20):
+        a, b = filled.example(i), outline.example(i)
+        assert (a["caption"], a["label"], a["attributes"]) == (b["caption"], b["label"], b["attributes"])
+        # light background instead of dark, and fewer shape pixels (only the outline)
+        assert np.median(b["pixels"]) > 150 > np.median(a["pixels"])
