@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fine-tuning against a distribution shift, on a CPU, end to end (issue #24): the demo
 # CLIP, fine-tuned on filled shapes (the training style) with cross-entropy and with FLYP,
-# scored on filled shapes and on outlined ones it never saw, and the WiSE-FT curve of each.
+# scored on filled shapes and on two styles it never saw (outlines; outlines on a light
+# background), and the WiSE-FT curve of each.
 #
 #   bash bench/finetune_shift_demo.sh [OUT_DIR]     # default /tmp/finetune_shift
 #
@@ -15,12 +16,13 @@ OUT=${1:-/tmp/finetune_shift}
 mkdir -p "$OUT"
 export XLA_FLAGS=${XLA_FLAGS:-}
 ID='demo:val'
-SHIFT='demo:val?style=outline'
+OUTLINE='demo:val?style=outline'
+SKETCH='demo:val?style=sketch'
 TEMPLATES='{}'  # the demo's class names are whole prompts ("a red circle")
 if [ ! -d "$OUT/demo/checkpoints" ]; then
   python train.py --config configs/demo.py --workdir "$OUT/demo"
 fi
-python eval.py --checkpoint "$OUT/demo" --task robustness --data "$ID" --shift "$SHIFT" \
+python eval.py --checkpoint "$OUT/demo" --task robustness --data "$ID" --shift "$OUTLINE" --shift "$SKETCH" \
   --templates "$TEMPLATES" --output "$OUT/zeroshot.json"
 for loss in ce flyp; do
   if [ ! -d "$OUT/$loss/checkpoints" ]; then
@@ -30,8 +32,8 @@ for loss in ce flyp; do
       --config.total_steps=300 --config.optim.lr=1e-4 --config.optim.warmup_steps=30 \
       --config.checkpoint_every=300 --config.log_every=50
   fi
-  python eval.py --checkpoint "$OUT/$loss" --task robustness --data "$ID" --shift "$SHIFT" \
+  python eval.py --checkpoint "$OUT/$loss" --task robustness --data "$ID" --shift "$OUTLINE" --shift "$SKETCH" \
     --templates "$TEMPLATES" --baseline "$OUT/demo" --output "$OUT/$loss.json"
   python -m clip_jax.wise_ft --zeroshot "$OUT/demo" --finetuned "$OUT/$loss" --alphas 0:1:0.1 \
-    --data "$ID" --shift "$SHIFT" --templates "$TEMPLATES" --output "$OUT/wise_$loss.json" --plot "$OUT/wise_$loss.png"
+    --data "$ID" --shift "$OUTLINE" --shift "$SKETCH" --templates "$TEMPLATES" --output "$OUT/wise_$loss.json" --plot "$OUT/wise_$loss.png"
 done

@@ -264,6 +264,10 @@ def test_bad_inputs_fail_before_compiling(labelled, tmp_path):
         load_config("finetune", f"{spec},runlocal")
     with pytest.raises(ValueError, match="unknown: \\['lora'\\]"):
         load_config("finetune", f"{spec},ce,lora")
+    parsed = load_config("finetune", f"{spec},flyp,lock_text,model=tiny-vit,init={checkpoint}")
+    assert (parsed.model, parsed.init_from, parsed.loss, parsed.optim.frozen) == \
+        ("tiny-vit", checkpoint, "flyp", (r"^text/",))
+    assert parsed.data.num_examples == 6 * 8 and parsed.epochs == 10.0  # a folder's size is a listing away
     other = clip_jax.create_model("tiny-resnet")  # another architecture than the config names
     path = clip_jax.export_checkpoint(other, clip_jax.init_variables(other, seed=0), str(tmp_path / "o.safetensors"))
     setup = build(finetune_config(spec, path, "ce"))

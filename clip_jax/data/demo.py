@@ -16,9 +16,10 @@ Splits: "train" (100,000 examples by default), "val" (1,000, seen pairs, new sam
 Images are 32 px by default (a ViT with patch 8 sees 4x4 patches), stored as PNG bytes so
 they travel through the same decode path as real data.
 
-Styles, a distribution shift of the same classes: "filled" (the default: solid shapes on a
-dark background, all training data) and "outline" (the shapes' outlines on a light
-background, as sketches shift photographs), e.g. `demo:val?style=outline`.
+Styles, distribution shifts of the same classes (and the same draws): "filled" (the
+default: solid shapes on a dark background, all training data), "outline" (only the
+shapes' outlines, on the dark background) and "sketch" (outlines on a light background),
+e.g. `demo:val?style=outline`.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ HELDOUT = frozenset({("red", "triangle"), ("green", "circle"), ("blue", "square"
 PAIRS = tuple(itertools.product(COLOURS, SHAPES))  # class order: label = PAIRS.index((colour, shape))
 SPLITS = {"train": (0, 100_000), "val": (1, 1_000), "heldout": (2, 1_000)}  # name -> (stream id, size)
 DEFAULT_SIZE = 32
-STYLES = ("filled", "outline")
+STYLES = ("filled", "outline", "sketch")
 
 
 def class_prompts() -> list[str]:
@@ -113,10 +114,10 @@ class DemoDataset:
 
 
 def render(attrs: dict, n: int, rng: np.random.Generator, style: str = "filled") -> np.ndarray:
-    """uint8 [n, n, 3]: noisy background, `count` shapes inside the named half; "filled"
-    shapes on a dark background, or their "outline"s on a light one (the same draws)."""
+    """uint8 [n, n, 3]: noisy background, `count` shapes inside the named half; filled, or
+    (styles "outline", "sketch") their outlines, on a dark or ("sketch") light background."""
     background = rng.integers(15, 70)
-    if style == "outline":
+    if style == "sketch":
         background = 255 - background
     image = np.clip(background + rng.normal(0, 8, (n, n, 3)), 0, 255)
     radius = SIZES[attrs["size"]] * n
@@ -145,7 +146,7 @@ def render(attrs: dict, n: int, rng: np.random.Generator, style: str = "filled")
         else:  # upward triangle: apex at top, base at the bottom of the radius box
             t = (dy + radius) / (2 * radius)  # 0 at apex, 1 at base
             mask = (t >= 0) & (t <= 1) & (np.abs(dx) <= t * radius)
-        if style == "outline":  # the shape's pixels within ~1.5 px of its edge
+        if style in ("outline", "sketch"):  # the shape's pixels within n/20 px of its edge
             mask = mask & ~_eroded(mask, max(1, round(n / 20)))
         image[mask] = colour
     return np.clip(image, 0, 255).astype(np.uint8)

@@ -327,13 +327,21 @@ class TipAdapter(Task):
 
 
 def set_name(data_spec: str) -> str:
-    """A short name of a dataset for a report: the last part of its path or TFDS name
-    ("folder:/data/imagenet-sketch/val" -> "val", "tfds:imagenet_r:test" -> "imagenet_r")."""
+    """A short name of a dataset for a report: the last part of its path or TFDS name, and
+    the values of its options that are not paths ("folder:/data/imagenet-sketch/val" ->
+    "val", "tfds:imagenet_r:test" -> "imagenet_r", "demo:val?style=outline" -> "val_outline")."""
     kind, _, target = data_spec.partition(":")
-    target = target.split("?")[0].rstrip("/")
+    target, _, query = target.partition("?")
+    target = target.rstrip("/")
     if kind == "tfds":
-        return target.split(":")[0].replace("/", "_")
-    return os.path.basename(target).split(".")[0].replace("{", "").replace("}", "") or kind
+        name = target.split(":")[0].replace("/", "_")
+    else:
+        base = os.path.basename(target)
+        if "{" in base or "*" in base:  # shard patterns: the folder names the set
+            base = os.path.basename(os.path.dirname(target))
+        name = base.split(".")[0] or kind
+    values = [v for _, _, v in (item.partition("=") for item in query.split("&") if item) if v and "/" not in v]
+    return "_".join([name, *values])
 
 
 class Robustness(Task):

@@ -78,16 +78,18 @@ def test_bad_options():
         data.open_sources("demo:train?size=8")
     with pytest.raises(ValueError, match="n must be positive"):
         data.open_sources("demo:train?n=0")
-    with pytest.raises(ValueError, match="style must be one of filled, outline"):
-        data.open_sources("demo:val?style=sketch")
+    with pytest.raises(ValueError, match="style must be one of filled, outline, sketch"):
+        data.open_sources("demo:val?style=photo")
 
 
 def test_outline_style_is_the_same_examples_drawn_otherwise():
     from clip_jax.data.demo import DemoDataset
 
-    filled, outline = DemoDataset("val", style="filled"), DemoDataset("val", style="outline")
+    filled, outline, sketch = (DemoDataset("val", style=s) for s in ("filled", "outline", "sketch"))
     for i in range(20):
-        a, b = filled.example(i), outline.example(i)
-        assert (a["caption"], a["label"], a["attributes"]) == (b["caption"], b["label"], b["attributes"])
-        # light background instead of dark, and fewer shape pixels (only the outline)
-        assert np.median(b["pixels"]) > 150 > np.median(a["pixels"])
+        a, b, c = filled.example(i), outline.example(i), sketch.example(i)
+        assert (a["caption"], a["label"], a["attributes"]) == (b["caption"], b["label"], b["attributes"]) \
+            == (c["caption"], c["label"], c["attributes"])
+        # the outline keeps the background and fewer of the shape's pixels; the sketch is light
+        shape = np.abs(a["pixels"].astype(int) - b["pixels"].astype(int)).sum(-1) > 0
+        assert shape.any() and np.median(a["pixels"]) < 100 and np.median(c["pixels"]) > 150
