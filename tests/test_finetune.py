@@ -19,6 +19,7 @@ from clip_jax.train_config import base_config
 from clip_jax.trainer import build, evaluate, initial_state
 from tests.helpers import realistic
 from tests.helpers.runtime import load_config
+from tests.helpers.training import override
 
 CLASSES = list(realistic.COLOURS)  # the class folders' names, one per colour
 
@@ -145,13 +146,7 @@ def finetune_config(spec, checkpoint, loss="ce", *options, **overrides):
     config = load_config("finetune", ",".join([spec, loss, *options, "runlocal"]))
     config.model, config.init_from = "tiny-vit", checkpoint
     config.mesh = (("data", -1), ("fsdp", 1))
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    return config
+    return override(config, **overrides)
 
 
 class _NoCheckpoints:
@@ -175,13 +170,13 @@ def test_zeroshot_head_at_step_0_is_zero_shot(labelled):
     # The head is exactly the scaled prompt ensemble.
     from clip_jax.evaluation.zeroshot import classifier_weights
 
-    weights = classifier_weights(model, variables, CLASSES_SORTED(), ["a photo of a {}.", "art of the {}."])
+    weights = classifier_weights(model, variables, folder_classes(), ["a photo of a {}.", "art of the {}."])
     np.testing.assert_allclose(np.asarray(state.params["head"]["kernel"]),
                                np.exp(float(variables["params"]["logit_scale"])) * np.asarray(weights), rtol=1e-5)
     np.testing.assert_array_equal(np.asarray(state.params["head"]["bias"]), 0.0)
 
 
-def CLASSES_SORTED():
+def folder_classes():
     return sorted(CLASSES)  # a folder's classes are its subfolders in sorted order
 
 

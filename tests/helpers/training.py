@@ -74,6 +74,11 @@ def tiny_config(**overrides) -> ml_collections.ConfigDict:
     config.checkpoint_every = 3
     config.async_checkpoints = False
     config.mesh = (("data", -1), ("fsdp", 1))
+    return override(config, **overrides)
+
+
+def override(config, **overrides):
+    """`config` with dotted keys set: override(config, **{"optim.lr": 1e-3})."""
     for key, value in overrides.items():
         target = config
         *parents, leaf = key.split(".")
