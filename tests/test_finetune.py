@@ -247,6 +247,19 @@ def test_labelled_pipeline_prompts_labels_and_skips(tmp_path):
     assert iterator.stats()["skipped_labels"] > 0
 
 
+def test_given_class_names_replace_a_source_own_captions(tmp_path):
+    from clip_jax import data
+    from clip_jax.data import demo
+
+    iterator = data.train_iterator("demo:val?n=64", batch_size=16, image_size=32, seed=0, labels=True,
+                                   class_names=demo.class_prompts(), templates=["{}"], trace_dir=str(tmp_path))
+    batch = next(iterator)
+    import json
+
+    captions = json.loads(open(tmp_path / "process-0-of-1.jsonl").readline())["captions"]
+    assert captions == [demo.class_prompts()[label] for label in batch["labels"]]  # not "two small red circles..."
+
+
 def test_bad_inputs_fail_before_compiling(labelled, tmp_path):
     spec, checkpoint = labelled
     with pytest.raises(ValueError, match=r"5 class names given .* has 6 classes"):

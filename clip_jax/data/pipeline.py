@@ -125,22 +125,24 @@ def _source_stream(source, source_id, *, seed, layout, position, epochs, shuffle
     stream = streams[0] if len(streams) == 1 else streams[0].concatenate(streams[1])
     names = class_names if class_names is not None else source.class_names
     if names is not None and (class_names is not None or not source.has_captions):
-        stream = stream.map(_prompt_captions(names, templates or DEFAULT_TEMPLATES))
+        # Given class names (fine-tuning on labels, FLYP) replace the source's own captions.
+        stream = stream.map(_prompt_captions(names, templates or DEFAULT_TEMPLATES, replace=class_names is not None))
     return stream
 
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 
-def _prompt_captions(class_names: Sequence[str], templates: Sequence[str]):
-    """Examples with a label and no caption train on captions made from their class name:
-    every template filled with it, of which `_decode` picks one per example at random."""
+def _prompt_captions(class_names: Sequence[str], templates: Sequence[str], replace: bool = False):
+    """Examples with a label and no caption (every labelled example, with `replace`) train
+    on captions made from their class name: every template filled with it, of which
+    `_decode` picks one per example at random."""
     prompts = tf.constant([[t.format(name.replace("_", " ")) for t in templates] for name in class_names])
     count = len(class_names)
 
     def add(raw):
-        use = tf.logical_and(tf.equal(tf.size(raw["captions"]), 0),
-                             tf.logical_and(raw["label"] >= 0, raw["label"] < count))
+        uncaptioned = tf.logical_or(tf.constant(replace), tf.equal(tf.size(raw["captions"]), 0))
+        use = tf.logical_and(uncaptioned, tf.logical_and(raw["label"] >= 0, raw["label"] < count))
         captions = tf.cond(use, lambda: tf.gather(prompts, tf.clip_by_value(raw["label"], 0, count - 1)),
                            lambda: raw["captions"])
         return {**raw, "captions": captions}
@@ -461,6 +463,12 @@ def train_iterator(spec: str, **kwargs) -> TrainIterator:
     it = train_iterator("wds:/data/shards-{00000..00099}.tar", batch_size=256, image_size=224, seed=0)
     batch = next(it)  # {"images": float32 [256, 224, 224, 3], "tokens": int32 [256, 77]}
     # uint8_images=True: "images" are uint8 [256, 224, 224, 3]; normalise with clip_jax.preprocess.normalize_images.
+
+    Labelled data: `class_names` (in label order) and `templates` make every labelled
+    example's caption a template, drawn per example, filled with its class name (replacing
+    the source's own captions; label-only sources get such captions from their own class
+    names anyway); `labels=True` adds "labels" int32 [B] and skips (counting them as
+    skipped_labels) examples without a label or with one beyond class_names.
     """
     return TrainIterator(spec, **kwargs)
 
