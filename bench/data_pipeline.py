@@ -45,6 +45,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from host_cpu import cpu_model  # noqa: E402
+
 IMAGE_SIZE = 224
 CROP_SCALE = (0.9, 1.0)
 SETS = {"small": (256, 512, 100), "large": (800, 1200, 20)}  # short side range, examples per shard
@@ -191,7 +194,8 @@ def main(argv=None) -> None:
     for name in sets:
         if name not in SETS:
             raise SystemExit(f"--sets: unknown set {name!r}; valid: {', '.join(SETS)}")
-    print(f"{os.cpu_count()} CPUs, runners pinned to CPU {args.cpu}; load average {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"host: {cpu_model()}; {os.cpu_count()} CPUs, runners pinned to CPU {args.cpu}; "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         directory = args.shards or scratch
         patterns = {name: write_set(directory, name, getattr(args, name)) for name in sets}

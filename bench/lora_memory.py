@@ -14,20 +14,14 @@ temporaries (activations and gradients) of the compiled step, full against LoRA.
 from __future__ import annotations
 
 import argparse
-import platform
+import os
+import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from host_cpu import cpu_model  # noqa: E402
+
 TARGETS = (r"^(visual|text)/transformer/blocks/attn/(in|out)_proj/kernel$",)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    return f"{name} ({'AVX-512' if 'avx512f' in info else 'no AVX-512'})"
 
 
 def config_for(model: str, rank: int | None, batch: int):
