@@ -17,10 +17,13 @@ from tests.helpers.runtime import ROOT, free_port
 BROKEN = {"jpg": b"\xff\xd8\xff\xe0 this is not a jpeg"}
 
 
-def demo_shards(directory: str, num_shards: int = 8, per_shard: int = 12) -> tuple[str, list[str]]:
+def demo_shards(directory: str, num_shards: int = 8, per_shard: int = 12,
+                labels: bool = False) -> tuple[str, list[str]]:
     """(wds: spec, captions of the good examples).  Each caption ends in its example's key,
     so a trace of captions says which examples were read; per shard one image does not
-    decode and one example has no caption (both skipped and counted by the pipeline)."""
+    decode and one example has no caption (both skipped and counted by the pipeline).
+    labels=True: each example also has its class (demo.class_prompts index) as `.cls`,
+    but for one per shard that has none (skipped and counted when training on labels)."""
     from clip_jax.data.demo import DemoDataset
     from tests.helpers.data import write_tar
 
@@ -34,12 +37,13 @@ def demo_shards(directory: str, num_shards: int = 8, per_shard: int = 12) -> tup
             example = dataset.example(index)
             key = f"k{index:04d}"
             caption = f"{example['caption']} {key}"
+            label = {"cls": str(example["label"]).encode()} if labels and i != 9 else {}
             if i == 3:
-                samples.append((key, {**BROKEN, "txt": caption.encode()}))
+                samples.append((key, {**BROKEN, "txt": caption.encode(), **label}))
             elif i == 7:
-                samples.append((key, {"png": example["png"]}))
+                samples.append((key, {"png": example["png"], **label}))
             else:
-                samples.append((key, {"png": example["png"], "txt": caption.encode()}))
+                samples.append((key, {"png": example["png"], "txt": caption.encode(), **label}))
                 good.append(caption)
         write_tar(os.path.join(directory, f"part-{shard:03d}.tar"), samples)
     return f"wds:{directory}/part-{{000..{num_shards - 1:03d}}}.tar", sorted(good)
