@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 HEAD = "head"
 TRAINED = ("visual", HEAD)  # the top-level parameters a classification fine-tune trains
@@ -96,7 +97,6 @@ def check_head(head: Mapping, num_classes: int, where: str) -> None:
 
 def cross_entropy(logits_, labels, label_smoothing: float = 0.0) -> tuple[jax.Array, dict]:
     """Mean cross-entropy with labels smoothed towards uniform, and top-1 accuracy."""
-    classes = logits_.shape[-1]
-    targets = jax.nn.one_hot(labels, classes) * (1.0 - label_smoothing) + label_smoothing / classes
-    loss = -jnp.mean(jnp.sum(targets * jax.nn.log_softmax(logits_.astype(jnp.float32), axis=-1), axis=-1))
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits_.shape[-1]), label_smoothing)
+    loss = jnp.mean(optax.softmax_cross_entropy(logits_.astype(jnp.float32), targets))
     return loss, {"accuracy": jnp.mean(jnp.argmax(logits_, axis=-1) == labels)}

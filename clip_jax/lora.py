@@ -102,6 +102,15 @@ def merge(params: Mapping, adapters: Mapping, scale: float, xp=jnp) -> dict:
     return out
 
 
+def folded(params: Mapping, scale: float, xp=jnp) -> dict:
+    """`params` as plain weights: a tree's adapters (params["lora"], if any) merged into
+    the kernels they adapt, and removed."""
+    if ADAPTERS not in params:
+        return dict(params)
+    rest = {k: v for k, v in params.items() if k != ADAPTERS}
+    return merge(rest, params[ADAPTERS], scale, xp=xp)
+
+
 def scale_of(alpha: float, rank: int) -> float:
     return float(alpha) / int(rank)
 

@@ -77,8 +77,9 @@ def make_optimizer(config: ml_collections.ConfigDict, params, total_steps: int):
         parts.append(optax.clip_by_global_norm(config.grad_clip))
     parts.append(optax.adamw(lr, b1=config.b1, b2=config.b2, eps=config.eps, weight_decay=config.wd,
                              mask=lambda p: decay_mask(p, no_decay)))
-    if config.get("layer_decay", 1.0) < 1.0:  # after AdamW: scales the step and the decoupled decay alike
-        parts.append(_scale_by_layer(config.get("layer_decay", 1.0)))
+    layer_decay = config.get("layer_decay", 1.0)
+    if layer_decay < 1.0:  # after AdamW: scales the step and the decoupled decay alike
+        parts.append(_scale_by_layer(layer_decay))
     frozen = tuple(config.frozen)
     whole = tuple(p for p in frozen if "@" not in p)
     layered = tuple(_parse_layered(p) for p in frozen if "@" in p)

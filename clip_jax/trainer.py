@@ -280,7 +280,7 @@ def initial_state(setup: Setup, checkpointer: Checkpointer):
     # 'rbg' keys compile a model's many initialisers faster than threefry.
     state = setup.init_state(jax.random.key(config.seed, impl="rbg"))
     if variables is not None:
-        params = dict(classifier.model_variables(variables)["params"])
+        params = dict(variables["params"])  # (a checkpoint's head, if any, is beside them)
         for own in (classifier.HEAD, lora.ADAPTERS):  # this run's own, not the checkpoint's
             if own in state.params:
                 params[own] = state.params[own]
@@ -306,11 +306,7 @@ def initial_head(setup: Setup, state: TrainState) -> dict:
 
 def model_params(setup: Setup, params) -> dict:
     """The parameters the model runs on: adapters merged, without a head."""
-    params = classifier.model_variables({"params": params})["params"]
-    if lora.ADAPTERS in params:
-        rest = {k: v for k, v in params.items() if k != lora.ADAPTERS}
-        params = lora.merge(rest, params[lora.ADAPTERS], setup.step_options.adapter_scale)
-    return params
+    return lora.folded(classifier.model_variables({"params": params})["params"], setup.step_options.adapter_scale)
 
 
 def probe_features(setup: Setup, variables) -> tuple[np.ndarray, np.ndarray]:

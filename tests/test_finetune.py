@@ -310,3 +310,23 @@ def _at(tree, path):
     for key in path:
         tree = tree[key.key]
     return tree
+
+
+def test_cross_entropy_accumulation_equals_one_pass():
+    """k micro-batches average to the one-pass loss and gradients (the head and the tower)."""
+    from clip_jax.gradients import make_grad_fn
+
+    model = clip_jax.create_model("tiny-vit")
+    params = dict(clip_jax.init_variables(model, seed=0)["params"])
+    rs = np.random.RandomState(0)
+    params["head"] = {"kernel": jnp.asarray(rs.randn(32, 6).astype(np.float32)), "bias": jnp.zeros(6)}
+    size = model.config.vision.image_size
+    batch = {"images": jnp.asarray(rs.randint(0, 256, (16, size, size, 3)).astype(np.uint8)),
+             "labels": jnp.asarray(rs.randint(0, 6, 16).astype(np.int32))}
+    mesh = make_mesh([("data", -1), ("fsdp", 1)])
+    key = jax.random.PRNGKey(0)
+    one = make_grad_fn(model, "cross_entropy", mesh, 1, 0.1)(params, {}, batch, key)
+    two = make_grad_fn(model, "cross_entropy", mesh, 2, 0.1)(params, {}, batch, key)
+    np.testing.assert_allclose(float(two[0]), float(one[0]), rtol=1e-5)
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(one[3])[0], jax.tree.leaves(two[3])):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6, rtol=1e-4, err_msg=str(path))

@@ -124,10 +124,8 @@ def _read_workdir(path: str, chosen: CLIPConfig | None, place: Placement | None)
     step_dir = train_checkpoints.find_step_dir(path)
     meta, variables = train_checkpoints.read_model(step_dir)
     config = _same_as_chosen(CLIPConfig.from_dict(meta["model_config"]), chosen, step_dir)
-    params = variables["params"]
-    if lora.ADAPTERS in params:  # a LoRA run's adapters, folded into plain weights
-        rest = {k: v for k, v in params.items() if k != lora.ADAPTERS}
-        variables = {**variables, "params": lora.merge(rest, params[lora.ADAPTERS], meta["lora_scale"], xp=np)}
+    if lora.ADAPTERS in variables["params"]:  # a LoRA run's adapters, folded into plain weights
+        variables = {**variables, "params": lora.folded(variables["params"], meta["lora_scale"], xp=np)}
     # Orbax restores arrays of their own: only placing them is left to do.
     return Loaded(config, _placed_with_head(classifier.split_head(variables), config, place),
                   scoring=meta.get("scoring"))

@@ -9,6 +9,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from clip_jax import classifier
 from clip_jax.convert import hf, open_clip_folder
 from clip_jax.convert.readers import NATIVE_FORMAT_TAG
 from clip_jax.convert.safetensors_io import save_safetensors
@@ -76,7 +77,7 @@ FORMAT_NOTES = {"hf": "a {architecture} folder"}  # how a format is described in
 def write(model, variables: Mapping, path: str, format: str) -> str:
     if format not in WRITERS:
         raise ValueError(f"unknown export format {format!r}; valid: {', '.join(WRITERS)}")
-    if "head" in variables and format != "clip_jax":
+    if classifier.HEAD in variables and format != "clip_jax":
         raise ValueError(f"these variables hold a classification head (a cross_entropy fine-tune's), which only "
                          f"the 'clip_jax' format stores, not {format!r}; export as 'clip_jax', or drop the head "
                          "(clip_jax.classifier.model_variables) to export the model alone")

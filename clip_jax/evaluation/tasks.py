@@ -215,6 +215,9 @@ class ZeroShot(Task):
         return classification_metrics(scores, labels, len(names))
 
 
+ZERO_SHOT = ZeroShot()  # the robustness task scores each of its sets with it
+
+
 class Retrieval(Task):
     name = "retrieval"
 
@@ -371,14 +374,14 @@ class Robustness(Task):
         if not shifts or isinstance(shifts, str):
             raise ValueError(f"robustness needs shift: a list of one or more shifted dataset specs; got {shifts!r}")
         for one in self._sets(spec).values():
-            ZeroShot().validate(one)
+            ZERO_SHOT.validate(one)
 
     def check(self, model, spec, tokenizer=None):
-        return {name: ZeroShot().check(model, one, tokenizer) for name, one in self._sets(spec).items()}
+        return {name: ZERO_SHOT.check(model, one, tokenizer) for name, one in self._sets(spec).items()}
 
     def run(self, model, variables, spec, checked):
         sets = self._sets(spec)
-        top1 = {name: ZeroShot().run(model, variables, one, checked[name])["top1"] for name, one in sets.items()}
+        top1 = {name: ZERO_SHOT.run(model, variables, one, checked[name])["top1"] for name, one in sets.items()}
         metrics = {f"{name}_top1": value for name, value in top1.items()}
         shifted = [v for k, v in top1.items() if k != "id"]
         metrics["shift_avg_top1"] = float(np.mean(shifted))
@@ -390,7 +393,7 @@ class Robustness(Task):
                 raise ValueError(f"{_label(spec)}: baseline {spec['baseline']} is another architecture than the "
                                  "checkpoint evaluated; give the zero-shot model it was fine-tuned from")
             base_variables = classifier.model_variables(base_variables)
-            base = {name: ZeroShot().run(base_model, base_variables, {**one, "checkpoint_id": None}, checked[name])
+            base = {name: ZERO_SHOT.run(base_model, base_variables, {**one, "checkpoint_id": None}, checked[name])
                     ["top1"] for name, one in sets.items()}
             base_shift = float(np.mean([v for k, v in base.items() if k != "id"]))
             metrics.update({f"baseline_{name}_top1": value for name, value in base.items()})
@@ -407,7 +410,7 @@ def register(task: Task) -> Task:
     return task
 
 
-register(ZeroShot())
+register(ZERO_SHOT)
 register(Retrieval())
 register(LinearProbe())
 register(TipAdapter())
