@@ -31,8 +31,8 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from clip_jax import classifier, lora, losses
-from clip_jax.preprocess import normalize_images
+from clip_jax import classifier, lora, losses, window_resize
+from clip_jax.preprocess import normalize_images, normalize_values
 from clip_jax.sharding import BATCH_AXES
 
 
@@ -84,9 +84,17 @@ def _merge(x):
 
 
 def _images(model, batch):
+    """The model's input images of a (micro-)batch: the pipeline's float32 images, its
+    uint8 pixels normalised here, or its crop windows (train_transform "device") resized
+    and normalised here; per micro-batch, so only one micro-batch's pixels are alive."""
+    family = model.config.family
+    if "canvas" in batch:
+        pixels = window_resize.crops(batch["canvas"], batch["boxes"], batch["valid"], batch["transposed"],
+                                     model.config.vision.image_size)
+        return normalize_values(pixels, model.dtype, family)
     images = batch["images"]
-    if images.dtype == jnp.uint8:  # the pipeline's uint8 pixels: normalised here, per (micro-)batch
-        images = normalize_images(images, model.dtype, model.config.family)
+    if images.dtype == jnp.uint8:
+        images = normalize_images(images, model.dtype, family)
     return images
 
 

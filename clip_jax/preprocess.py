@@ -14,7 +14,8 @@ Output is NHWC float32.
 
 Also the one definition of these normalisations for uint8 pixels (`pixel_affine`): the
 training pipeline applies it in TensorFlow, and the train step applies it with
-`normalize_images` to uint8 batches inside the jitted step.
+`normalize_images` to uint8 batches (`normalize_values` to crops resized on the device)
+inside the jitted step.
 """
 from __future__ import annotations
 
@@ -66,8 +67,15 @@ def normalize_images(images, dtype="float32", family: str = "clip"):
     if images.dtype != jnp.uint8:
         raise TypeError(f"normalize_images expects uint8 pixels (train_iterator(uint8_images=True)); "
                         f"got {images.dtype}")
+    return normalize_values(jnp.asarray(images).astype(jnp.float32), dtype, family)
+
+
+def normalize_values(pixels, dtype="float32", family: str = "clip"):
+    """float32 pixel values in [0, 255] [..., 3] (e.g. clip_jax.window_resize's crops) ->
+    normalised for `family` with JAX, cast to `dtype`."""
+    import jax.numpy as jnp
+
     scale, offset = pixel_affine(family)
-    pixels = jnp.asarray(images).astype(jnp.float32)
     return (pixels * jnp.asarray(scale) + jnp.asarray(offset)).astype(dtype)
 
 

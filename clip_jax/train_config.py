@@ -58,10 +58,12 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.options.crop_scale = (0.9, 1.0)
     config.data.options.shuffle_buffer = 10_000
     config.data.options.tokenizer = "bpe"
-    # "fast" (reduced-scale JPEG decode, one float resize) or "exact" (the earlier, PIL-like crop).
-    config.data.options.train_transform = "fast"
-    # Images cross to the devices as uint8 (a quarter of float32's bytes) and are
-    # normalised inside the train step; False sends normalised float32.
+    # "device": the host decodes each crop window (at a reduced JPEG DCT scale) and the
+    # train step resizes it on the accelerator (clip_jax/window_resize.py); "fast": the
+    # same crop finished on the host; "exact": the earlier, PIL-like crop on the host.
+    config.data.options.train_transform = "device"
+    # "fast"/"exact" crops cross to the devices as uint8 (a quarter of float32's bytes) and
+    # are normalised inside the train step; False sends normalised float32.
     config.data.options.uint8_images = True
     # Shards (units) interleaved and shuffled together; hosts share these blocks out
     # (clip_jax/data/order.py).  Part of a run's data contract: keep it when resuming.

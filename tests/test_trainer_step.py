@@ -2,6 +2,7 @@
 or the loop around it."""
 import jax
 import numpy as np
+import optax
 import pytest
 
 from clip_jax.sharding import global_batch, path_string
@@ -152,4 +153,47 @@ def test_uint8_images_train_like_their_float32_normalisation(accumulation):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
     step_fn = jit_train_step(setup)
     _, metrics = step_fn(state, global_batch({"images": pixels, "tokens": tokens}, setup.mesh))
+    assert np.isfinite(float(metrics["loss"]))
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_crop_windows_resized_in_the_step_train_like_host_crops(tmp_path, accumulation):
+    """train_transform="device": the pipeline ships crop windows and the step resizes
+    them.  The same shards, seed and crops as the host's "fast" transform: the resized
+    windows equal its crops before rounding (half a level), and loss and gradients agree
+    to that rounding."""
+    from clip_jax import data, window_resize
+    from clip_jax.gradients import make_grad_fn
+    from clip_jax.preprocess import pixel_affine
+    from tests.helpers.data import captioned_shards
+
+    spec = captioned_shards(str(tmp_path), 2, 12, size=(90, 130))
+    setup = build(tiny_config(accumulation_steps=accumulation))
+    size = setup.model.config.vision.image_size
+    batches = {}
+    for transform in ("fast", "device"):
+        with data.train_iterator(spec, batch_size=16, image_size=size, seed=5, shuffle_buffer=8,
+                                 crop_scale=(0.3, 1.0), train_transform=transform) as it:
+            batches[transform] = next(it)
+    fast, device = batches["fast"], batches["device"]
+    np.testing.assert_array_equal(fast["tokens"], device["tokens"])
+    assert device["canvas"].shape == (16, 2 * size, 3 * size, 3) and device["canvas"].dtype == np.uint8
+    crops = np.asarray(window_resize.crops(*(device[k] for k in data.WINDOW_KEYS), size))
+    scale, offset = pixel_affine(setup.model.config.family)
+    assert np.abs(crops - fast["images"]).max() <= 0.51
+
+    state = setup.init_state(jax.random.key(0, impl="rbg"))
+    grad_fn = jax.jit(make_grad_fn(setup.model, "softmax", setup.mesh, accumulation))
+    rng = jax.random.PRNGKey(1)
+    resized = {"images": crops * scale + offset, "tokens": fast["tokens"]}  # the step's own input, made outside
+    (loss_f, _, _, grads_f), (loss_d, _, _, grads_d), (loss_r, _, _, grads_r) = [
+        grad_fn(state.params, state.batch_stats, global_batch(batch, setup.mesh), rng)
+        for batch in (fast, device, resized)]
+    assert abs(float(loss_r) - float(loss_d)) <= 1e-5
+    for a, b in zip(jax.tree.leaves(grads_d), jax.tree.leaves(grads_r)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    assert abs(float(loss_f) - float(loss_d)) <= 1e-3  # the host's crops are rounded to whole levels
+    difference = optax.tree.norm(jax.tree.map(lambda a, b: a - b, grads_d, grads_f))
+    assert float(difference) <= 0.02 * float(optax.tree.norm(grads_f))
+    _, metrics = jit_train_step(setup)(state, global_batch(device, setup.mesh))
     assert np.isfinite(float(metrics["loss"]))

@@ -16,6 +16,9 @@
       and rounded to uint8.
     "exact": the window decoded at full scale and resized as `resize_like_pil` (the
       evaluation resize), the transform clip_jax used before "fast".
+    "device" (`train_window`): the host decodes the window as "fast" does and stops
+      there; the window's pixels travel as uint8 in a fixed canvas of 2 x 3 output sizes
+      with their box, and clip_jax.window_resize resizes them inside the train step.
 - Evaluation: the shorter side to `size` (the longer to int(size * long / short), as PIL),
   then a centre crop with round-half-even offsets (torchvision's round()), like
   clip_jax.preprocess.preprocess.
@@ -34,6 +37,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from clip_jax import window_resize
 from clip_jax.models.families import get_family
 from clip_jax.preprocess import pixel_affine
 
@@ -41,7 +45,8 @@ DEFAULT_RATIO = (3 / 4, 4 / 3)
 JPEG_DCT = "INTEGER_ACCURATE"
 DCT_SCALES = (1, 2, 4, 8)  # the reduced scales libjpeg decodes at (1/r)
 RESIZE_TILE = 8  # output rows per banded-matmul tile in resize_bicubic
-TRAIN_TRANSFORMS = ("fast", "exact")
+PIXEL_TRANSFORMS = ("fast", "exact")  # the transforms that finish the crop on the host
+TRAIN_TRANSFORMS = ("fast", "exact", "device")  # "device": train_window, resized by clip_jax.window_resize
 
 
 def is_jpeg(data: tf.Tensor) -> tf.Tensor:
@@ -102,8 +107,9 @@ def crop_window(shape: tf.Tensor, seed: tf.Tensor, scale, ratio) -> tuple[tf.Ten
 def train_pixels(data: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), ratio=DEFAULT_RATIO,
                  transform: str = "fast") -> tf.Tensor:
     """Random resized crop of encoded bytes -> uint8 [size, size, 3] (see the module docstring)."""
-    if transform not in TRAIN_TRANSFORMS:
-        raise ValueError(f"train transform must be one of {TRAIN_TRANSFORMS}, got {transform!r}")
+    if transform not in PIXEL_TRANSFORMS:
+        raise ValueError(f"train_pixels' transform must be one of {PIXEL_TRANSFORMS}, got {transform!r} "
+                         "(\"device\" crops are made by train_window)")
 
     def from_jpeg():
         shape = tf.io.extract_jpeg_shape(data)
@@ -131,6 +137,58 @@ def train_image(data: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), r
                 transform: str = "fast", family: str = "clip") -> tf.Tensor:
     """Random resized crop of encoded bytes -> float32 [size, size, 3], normalised for `family`."""
     return normalize(train_pixels(data, size, seed, scale, ratio, transform), family)
+
+
+def canvas_shape(size: int) -> tuple[int, int]:
+    """(height, width) of the canvas that carries a window of `size` output pixels."""
+    return window_resize.CANVAS_HEIGHT * size, window_resize.CANVAS_WIDTH * size
+
+
+def train_window(data: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), ratio=DEFAULT_RATIO):
+    """The "device" transform's host half: encoded bytes -> (canvas uint8 [2 size, 3 size,
+    3] with the window's pixels top-left, box float32 [top, left, height, width] of the
+    window in them, valid int32 [height, width], transposed bool).  The crop window is
+    train_pixels' (same seed, same draw) and so are the pixels: JPEGs decoded at the
+    reduced DCT scale of "fast"; other formats decoded whole and cut to the window plus
+    the bicubic filter's reach, so the resize sees the same neighbours.  A window taller
+    than wide is stored transposed.  One that still does not fit (a non-JPEG window
+    larger than the canvas, an extreme aspect ratio) is resized here as "fast" does and
+    shipped as a size x size window with an identity box."""
+    height, width = canvas_shape(size)
+
+    def from_jpeg():
+        shape = tf.io.extract_jpeg_shape(data)
+        begin, extent = crop_window(shape, seed, scale, ratio)
+        return decode_jpeg_window(data, shape, begin, extent, size)
+
+    def from_other():
+        image = decode_rgb(data)
+        shape = tf.shape(image)[:2]
+        begin, extent = crop_window(tf.shape(image), seed, scale, ratio)
+        begin, extent = begin[:2], extent[:2]
+        # The filter reaches 2 * max(extent / size, 1) input pixels beyond a window edge.
+        reach = tf.cast(tf.math.ceil(2.0 * tf.maximum(tf.cast(extent, tf.float32) / size, 1.0)), tf.int32) + 1
+        top_left = tf.maximum(begin - reach, 0)
+        bottom_right = tf.minimum(begin + extent + reach, shape)
+        crop = tf.slice(image, tf.concat([top_left, [0]], 0), tf.concat([bottom_right - top_left, [3]], 0))
+        box = tf.cast(tf.concat([begin - top_left, extent], 0), tf.float32)
+        return crop, box
+
+    crop, box = tf.cond(is_jpeg(data), from_jpeg, from_other)
+    shape = tf.shape(crop)[:2]
+    transposed = shape[0] > shape[1]
+    crop = tf.cond(transposed, lambda: tf.transpose(crop, [1, 0, 2]), lambda: crop)
+    box = tf.where(transposed, tf.gather(box, [1, 0, 3, 2]), box)
+    shape = tf.shape(crop)[:2]
+
+    def resized_here():
+        pixels = tf.cast(_to_pixels(resize_bicubic(crop, box, size)), tf.uint8)
+        return pixels, tf.constant([0.0, 0.0, size, size]), tf.constant([size, size])
+
+    fits = tf.logical_and(shape[0] <= height, shape[1] <= width)
+    crop, box, valid = tf.cond(fits, lambda: (crop, box, shape), resized_here)
+    canvas = tf.pad(crop, [[0, height - valid[0]], [0, width - valid[1]], [0, 0]])
+    return tf.ensure_shape(canvas, [height, width, 3]), tf.ensure_shape(box, [4]), valid, transposed
 
 
 def dct_scale(extent: tf.Tensor, size: int) -> tf.Tensor:

@@ -27,11 +27,13 @@ do not decode raise inside the map and are dropped by ignore_errors, and counted
 gap they leave in m.  Counters travel
 with the batches, like the positions, so `stats()` is exact for the batches delivered.
 
-Images: the training crop (image_ops.train_pixels, transform "fast" or "exact") travels
-as uint8; `uint8_images=False` (the default) normalises it with the model family's mean and std
-(`family`) into float32 batches, `uint8_images=True` batches the uint8 pixels and leaves that to the
-consumer (clip_jax.preprocess.normalize_images inside the jitted step: a quarter of the bytes
-cross to the device).
+Images: with transform "fast" or "exact" the host finishes the training crop
+(image_ops.train_pixels) and batches it as uint8 "images" (`uint8_images=True`, the
+default: normalised inside the jitted step by clip_jax.preprocess.normalize_images, a
+quarter of float32's bytes cross to the device) or, with `uint8_images=False`, normalised
+with the model family's mean and std (`family`) as float32.  With transform "device" the
+host only decodes: batches carry each crop window as WINDOW_KEYS (image_ops.train_window)
+and the train step resizes them (clip_jax.window_resize.crops).
 
 tf.data settings: map and interleave use AUTOTUNE parallelism on tf.data's private
 thread pool of `num_threads` threads (default: all cores); deterministic order is
@@ -59,6 +61,7 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 2  # 2: positions per source as order.py's work items
 COUNTERS = ("skipped_shards", "skipped_images", "skipped_captions", "skipped_labels")
 AUTOTUNE = tf.data.AUTOTUNE
+WINDOW_KEYS = ("canvas", "boxes", "valid", "transposed")  # train_transform="device"'s image fields
 
 
 def _seed(*parts: int) -> int:
@@ -194,7 +197,7 @@ class TrainIterator:
         num_threads: int | None = None,
         prefetch: int = 2,
         train_transform: str = "fast",
-        uint8_images: bool = False,
+        uint8_images: bool = True,
         trace_dir: str | None = None,
         labels: bool = False,
         class_names: Sequence[str] | None = None,
@@ -217,6 +220,9 @@ class TrainIterator:
             raise ValueError(f"epochs must be None (endless) or positive, got {epochs}")
         if train_transform not in image_ops.TRAIN_TRANSFORMS:
             raise ValueError(f"train_transform must be one of {image_ops.TRAIN_TRANSFORMS}, got {train_transform!r}")
+        if train_transform == "device" and not uint8_images:
+            raise ValueError("train_transform='device' ships uint8 crop windows for the train step to resize; "
+                             "uint8_images=False (normalised float32 images) needs train_transform 'fast' or 'exact'")
         self.spec, self.seed = spec, int(seed)
         self.process_index, self.process_count = process_index, process_count
         self.batch_size, self.image_size, self.context_length = batch_size, image_size, context_length
@@ -281,7 +287,7 @@ class TrainIterator:
         state["batches"] += 1
         if self.trace_dir:
             self._trace(batch)
-        out = {"images": batch["images"], "tokens": batch["tokens"]}
+        out = {**batch["images"], "tokens": batch["tokens"]}
         if self.labels:
             out["labels"] = batch["labels"]
         return out
@@ -427,21 +433,32 @@ class TrainIterator:
         fault = tf.where(tf.logical_and(tf.equal(fault, FAULT_NONE), tf.equal(num_captions, 0)), FAULT_CAPTION, fault)
         usable = tf.equal(fault, FAULT_NONE)
         crop_seed = tf.random.experimental.stateless_fold_in(seed, 1)
-        image = tf.cond(
-            usable,
-            lambda: image_ops.train_pixels(
-                raw["image"], self.image_size, crop_seed, self.crop_scale, transform=self.train_transform
-            ),
-            lambda: tf.zeros([self.image_size, self.image_size, 3], tf.uint8),
-        )
-        if not self.uint8_images:
-            image = image_ops.normalize(image, self.family)  # per example, while the crop is in cache
+        image = tf.cond(usable, lambda: self._image_fields(raw["image"], crop_seed), self._blank_image_fields)
         choice = tf.random.stateless_uniform(
             [], tf.random.experimental.stateless_fold_in(seed, 2), 0, tf.maximum(num_captions, 1), tf.int32
         )
         caption = tf.cond(num_captions > 0, lambda: raw["captions"][choice], lambda: tf.constant(""))
         return {"image": image, "caption": caption, "fault": fault, "m": raw["m"], "positions": raw["positions"],
                 "epoch": raw["epoch"], "label": tf.cast(raw["label"], tf.int32)}
+
+    def _image_fields(self, data, crop_seed) -> dict:
+        """{"images": the finished crop} or, for "device", {WINDOW_KEYS: the crop window}."""
+        size = self.image_size
+        if self.train_transform == "device":
+            fields = image_ops.train_window(data, size, crop_seed, self.crop_scale)
+            return dict(zip(WINDOW_KEYS, fields))
+        image = image_ops.train_pixels(data, size, crop_seed, self.crop_scale, transform=self.train_transform)
+        if not self.uint8_images:
+            image = image_ops.normalize(image, self.family)  # per example, while the crop is in cache
+        return {"images": image}
+
+    def _blank_image_fields(self) -> dict:
+        """Zeros in the image fields' shapes and types (faulty examples, dropped later)."""
+        size = self.image_size
+        if self.train_transform == "device":
+            return {"canvas": tf.zeros([*image_ops.canvas_shape(size), 3], tf.uint8), "boxes": tf.zeros([4]),
+                    "valid": tf.zeros([2], tf.int32), "transposed": tf.constant(False)}
+        return {"images": tf.zeros([size, size, 3], tf.uint8 if self.uint8_images else tf.float32)}
 
     def _finish_batch(self, batch):
         finished = {
@@ -461,8 +478,10 @@ def train_iterator(spec: str, **kwargs) -> TrainIterator:
     """Deterministic, resumable per-host training batches; see TrainIterator for the options.
 
     it = train_iterator("wds:/data/shards-{00000..00099}.tar", batch_size=256, image_size=224, seed=0)
-    batch = next(it)  # {"images": float32 [256, 224, 224, 3], "tokens": int32 [256, 77]}
-    # uint8_images=True: "images" are uint8 [256, 224, 224, 3]; normalise with clip_jax.preprocess.normalize_images.
+    batch = next(it)  # {"images": uint8 [256, 224, 224, 3], "tokens": int32 [256, 77]}
+    # normalise with clip_jax.preprocess.normalize_images (in the jitted step);
+    # uint8_images=False: "images" are float32 [256, 224, 224, 3], normalised for `family`;
+    # train_transform="device": WINDOW_KEYS instead of "images", resized by clip_jax.window_resize.crops.
 
     Labelled data: `class_names` (in label order) and `templates` make every labelled
     example's caption a template, drawn per example, filled with its class name (replacing

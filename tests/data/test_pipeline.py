@@ -117,7 +117,7 @@ def test_train_crop_statistics_and_formats():
             fast = image_ops.train_pixels(tf.constant(data_bytes), 64, seeds[5]).numpy().astype(int)
             exact = image_ops.train_pixels(tf.constant(data_bytes), 64, seeds[5], transform="exact").numpy().astype(int)
             assert np.abs(fast - exact).max() <= 3 and np.abs(fast - exact).mean() < 0.3
-    with pytest.raises(ValueError, match="train transform must be one of"):
+    with pytest.raises(ValueError, match="transform must be one of"):
         image_ops.train_pixels(tf.constant(jpeg()), 64, seeds[0], transform="pil")
 
 
@@ -244,7 +244,7 @@ def test_batches_shape_and_determinism(shards):
     a, b = make(shards), make(shards)
     for _ in range(4):
         x, y = next(a), next(b)
-        assert x["images"].shape == (8, 16, 16, 3) and x["images"].dtype == np.float32
+        assert x["images"].shape == (8, 16, 16, 3) and x["images"].dtype == np.uint8  # normalised in the step
         assert x["tokens"].shape == (8, 77) and x["tokens"].dtype == np.int32
         np.testing.assert_array_equal(x["images"], y["images"])
         np.testing.assert_array_equal(x["tokens"], y["tokens"])
@@ -278,7 +278,8 @@ def test_fewer_units_than_hosts_stride_examples(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "k, options", [(1, {}), (4, {}), (9, {}), (4, {"train_transform": "exact", "uint8_images": True})]
+    "k, options", [(1, {}), (4, {}), (9, {}), (4, {"train_transform": "exact", "uint8_images": False}),
+                   (4, {"train_transform": "device"})]
 )
 def test_resume_is_exact(shards, k, options):
     reference = make(shards, epochs=3, **options)
@@ -291,15 +292,16 @@ def test_resume_is_exact(shards, k, options):
     resumed.set_state(state)
     for want in expected[k:]:
         got = next(resumed)
-        np.testing.assert_array_equal(got["tokens"], want["tokens"])
-        np.testing.assert_array_equal(got["images"], want["images"])
+        assert set(got) == set(want)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
     assert resumed.stats()["batches"] == k + 5
 
 
 def test_uint8_images_normalised_equal_the_float_output(shards):
-    """uint8_images=True gives the same crops as uint8; normalize_images (in JAX, as the train
-    step runs it) turns them into the default float32 output to float rounding."""
-    floats, pixels = make(shards), make(shards, uint8_images=True)
+    """The default uint8 output holds the same crops as uint8_images=False's float32 output;
+    normalize_images (in JAX, as the train step runs it) turns them into it to float rounding."""
+    floats, pixels = make(shards, uint8_images=False), make(shards)
     normalise = jax.jit(data.normalize_images)
     for _ in range(3):
         f, u = next(floats), next(pixels)
@@ -340,7 +342,8 @@ def test_mixture_weights_and_resume(tmp_path):
     np.testing.assert_array_equal(next(resumed)["tokens"], next(first)["tokens"])
 
 
-def test_faults_are_skipped_and_counted(tmp_path):
+@pytest.mark.parametrize("transform", ["fast", "device"])
+def test_faults_are_skipped_and_counted(tmp_path, transform):
     good = jpeg()
     corrupt = bytearray(good)
     corrupt[len(corrupt) // 3 : len(corrupt) // 3 + 200] = b"\x00" * 200
@@ -361,8 +364,11 @@ def test_faults_are_skipped_and_counted(tmp_path):
     write_tar(str(tmp_path / "b.tar"), [(f"{i}", {"jpg": good, "txt": f"example {i}".encode()}) for i in range(10, 16)])
     truncate(str(tmp_path / "b.tar"), 0.5)
     (tmp_path / "c.tar").write_bytes(b"not a tar file at all" * 100)
-    it = make(f"wds:{tmp_path}/*.tar", batch_size=1, epochs=1, units_per_block=3)
-    rows = [batch["tokens"][0] for batch in it]
+    it = make(f"wds:{tmp_path}/*.tar", batch_size=1, epochs=1, units_per_block=3, train_transform=transform)
+    batches = list(it)
+    rows = [batch["tokens"][0] for batch in batches]
+    image_keys = {"fast": {"images"}, "device": set(data.WINDOW_KEYS)}[transform]
+    assert all(set(batch) == image_keys | {"tokens"} for batch in batches)
     stats = it.stats()
     assert stats["skipped_shards"] == 2
     assert stats["skipped_images"] == 3  # corrupt JPEG, zero-byte, corrupt PNG
@@ -391,8 +397,10 @@ def test_argument_errors(shards):
         make(shards, process_index=2, process_count=2)
     with pytest.raises(ValueError, match="crop_scale"):
         make(shards, crop_scale=(0.5, 1.5))
-    with pytest.raises(ValueError, match=r"train_transform must be one of \('fast', 'exact'\), got 'pil'"):
+    with pytest.raises(ValueError, match=r"train_transform must be one of \('fast', 'exact', 'device'\), got 'pil'"):
         make(shards, train_transform="pil")
+    with pytest.raises(ValueError, match="train_transform='device' ships uint8 crop windows"):
+        make(shards, train_transform="device", uint8_images=False)
 
 
 # -- evaluation ---------------------------------------------------------------------------
