@@ -8,11 +8,14 @@ AdamW) on uint8 images and 77-token captions:
   1. ViT-B/32, ViT-B/16 and ViT-L/14, each at the largest per-device batch that fits
      (from XLA's memory analysis of a small-batch compile, then checked by compiling the
      chosen batch): examples/s and MFU against the chip's dense bf16 peak (metrics.PEAK_FLOPS);
-  2. attention="cudnn" against "xla" on the ViT-B/16 step (where cuDNN can run);
+  2. attention="cudnn" against "xla" on the ViT-B/16 step (where cuDNN can run), and
+     the same step fed crop windows that it resizes itself (train_transform="device",
+     the trainer's default) against finished uint8 crops;
   3. a 32,768 global batch on one device by embedding-cache accumulation (ViT-B/32,
      micro-batches of --micro_batch, remat): seconds per step and examples/s;
   4. the training input pipeline on this host's cores (generated 256-512 px JPEG shards,
-     224-px crops, uint8 out): examples/s in all and per core.
+     224-px crops, as the trainer feeds them: crop windows for the device to resize):
+     examples/s in all and per core.
 Sections that would overrun --budget seconds are skipped and named.  Each figure is
 printed and, with --record, appended as a row to RESULTS.md's accelerator table.
 """
@@ -34,7 +37,7 @@ MEMORY_HEADROOM = 0.85  # of the device's memory limit, for the allocator's frag
 
 
 def train_step_runner(model_name: str, batch: int, dtype: str, attention: str = "auto", accumulation: int = 1,
-                      remat: bool = False, devices=None):
+                      remat: bool = False, devices=None, windows: bool = False):
     """(compiled step, run() that times nothing and blocks, setup) for a global batch."""
     import jax
     import numpy as np
@@ -53,8 +56,16 @@ def train_step_runner(model_name: str, batch: int, dtype: str, attention: str = 
     state = setup.init_state(jax.random.key(0, impl="rbg"))
     size = setup.model.config.vision.image_size
     rs = np.random.RandomState(0)
-    host = {"images": rs.randint(0, 256, (batch, size, size, 3), dtype=np.uint8),
-            "tokens": harness.caption_tokens("random", batch, order="sampled")}
+    host = {"tokens": harness.caption_tokens("random", batch, order="sampled")}
+    if windows:  # what train_transform="device" sends: windows of 1-2.4x the output in a canvas
+        from clip_jax.data.image_ops import canvas_shape
+
+        side = canvas_shape(size)[0]
+        valid = rs.randint(size, int(2.4 * size), (batch, 2)).astype(np.int32)
+        host.update(canvas=rs.randint(0, 256, (batch, side, side, 3), dtype=np.uint8), valid=valid,
+                    boxes=np.concatenate([np.zeros_like(valid), valid], 1).astype(np.float32))
+    else:
+        host["images"] = rs.randint(0, 256, (batch, size, size, 3), dtype=np.uint8)
     data = global_batch(host, setup.mesh)
     compiled = jit_train_step(setup).lower(state, data).compile()
     holder = {"state": state}
@@ -103,7 +114,7 @@ def timed(run, steps: int) -> float:
 
 
 def pipeline_rate(seconds: float) -> tuple[float, int]:
-    """(examples/s, host cores) of the uint8 training pipeline on generated JPEG shards."""
+    """(examples/s, host cores) of the training pipeline (crop windows) on generated JPEG shards."""
     import numpy as np
 
     from clip_jax import data
@@ -121,7 +132,7 @@ def pipeline_rate(seconds: float) -> tuple[float, int]:
                 writer.write(f"{i:07d}", {"jpg": encode(image, "JPEG", quality=90),
                                           "txt": f"a photo of {i % 9} things on a table, light from the left"})
         with data.train_iterator(writer.spec(), batch_size=256, image_size=224, seed=0, shuffle_buffer=512,
-                                 uint8_images=True) as iterator:
+                                 train_transform="device") as iterator:
             next(iterator)
             count, start = 0, time.perf_counter()
             while time.perf_counter() - start < seconds:
@@ -187,6 +198,14 @@ def main() -> None:
                    f"({batches[name] / timings['cudnn']:,.0f} vs {batches[name] / timings['xla']:,.0f})")
         except ValueError as error:  # cuDNN cannot run on this backend or dtype
             print(f"skipped attention=cudnn: {error}")
+    if name in batches and left() > 60:
+        timings = {}
+        for windows in (False, True):
+            _, run, _ = train_step_runner(name, batches[name], dtype, windows=windows)
+            timings[windows] = timed(run, args.steps)
+        record(f"{name} step resizing crop windows (train_transform=device) vs finished uint8 crops, batch "
+               f"{batches[name] // devices}/device", f"{timings[False] / timings[True]:.3f}x examples/s "
+               f"({batches[name] / timings[True]:,.0f} vs {batches[name] / timings[False]:,.0f})")
 
     if left() > 90:
         name, batch = ("tiny-vit", 256) if args.smoke else ("ViT-B/32", 32768)
@@ -200,8 +219,8 @@ def main() -> None:
 
     if left() > 30:
         rate, cores = pipeline_rate(seconds=5.0 if args.smoke else 20.0)
-        record("input pipeline, 256-512 px JPEG -> 224 px uint8 crops", f"{rate:,.0f} examples/s on {cores} cores "
-               f"= {rate / cores:,.0f} per core")
+        record("input pipeline, 256-512 px JPEG -> crop windows for 224 px (train_transform=device)",
+               f"{rate:,.0f} examples/s on {cores} cores = {rate / cores:,.0f} per core")
     else:
         print("skipped the input pipeline: budget spent")
 

@@ -1,5 +1,5 @@
 """python bench/data_pipeline.py [--photos 600] [--small 1000] [--large 200] [--rounds 3] [--sets photos,small]
-                                [--before PATH] [--shards DIR]
+                                [--before PATH] [--shards DIR] [--isa native|avx2]
 
 Training input pipelines per CPU core: clip_jax.data.train_iterator against open_clip's
 WebDataset loader (open_clip_train.data.get_wds_dataset) and against a plain PIL decode,
@@ -68,6 +68,10 @@ SETS = {"photos": (256, 512, 100), "small": (256, 512, 100), "large": (800, 1200
 WORDS = ("a photo of the old red house by a lake in summer with trees and blue sky two dogs playing on green "
          "grass stock image vintage car parked street at night close up fresh fruit wooden table kitchen interior "
          "design modern city skyline aerial view mountain landscape sunset beach people walking").split()
+# --isa avx2: the vector code the libraries pick at run time held to AVX2 (oneDNN in TF,
+# ATen in torch), to approximate an AVX2-only host on an AVX-512 one.  libjpeg-turbo and
+# Pillow have no AVX-512 code to hold back; XLA does not run in these pipelines.
+ISA_LIMITS = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
 VIT_B16_TRAIN_GFLOPS = 3 * 41.09  # forward + backward of ViT-B/16 per sample, from open_clip's FLOP table
 H100_BF16_TFLOPS, MFU = 989.0, 0.45
 
@@ -230,7 +234,7 @@ def per_cpu_s(result: dict) -> float:
 def run_worker(runner: str, pattern: str, args, batches: int, pythonpath: str) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--worker", runner, "--pattern", pattern, "--batch",
                str(args.batch), "--warmup", str(args.warmup), "--batches", str(batches), "--cpu", str(args.cpu)]
-    env = {**os.environ, "PYTHONPATH": pythonpath, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "PYTHONPATH": pythonpath, "TF_CPP_MIN_LOG_LEVEL": "2", **ISA_LIMITS[args.isa]}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -255,6 +259,8 @@ def main(argv=None) -> None:
     parser.add_argument("--before", default=None, help="a checkout of earlier clip_jax, measured as 'clip_jax before'")
     parser.add_argument("--shards", default=None, help="keep the shards here (reused when present), not in a temp dir")
     parser.add_argument("--sets", default="photos,small")
+    parser.add_argument("--isa", default="native", choices=list(ISA_LIMITS),
+                        help="avx2: hold TF's and torch's vector code to AVX2 (an AVX2-only host, approximately)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--pattern", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -275,7 +281,8 @@ def main(argv=None) -> None:
     for name in sets:
         if name not in SETS:
             raise SystemExit(f"--sets: unknown set {name!r}; valid: {', '.join(SETS)}")
-    print(f"host: {cpu_model()}; {os.cpu_count()} CPUs, runners pinned to CPU {args.cpu}; "
+    limit = "" if args.isa == "native" else f" held to {args.isa.upper()} ({', '.join(ISA_LIMITS[args.isa])})"
+    print(f"host: {cpu_model()}{limit}; {os.cpu_count()} CPUs, runners pinned to CPU {args.cpu}; "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         directory = args.shards or scratch

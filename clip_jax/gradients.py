@@ -89,8 +89,7 @@ def _images(model, batch):
     and normalised here; per micro-batch, so only one micro-batch's pixels are alive."""
     family = model.config.family
     if "canvas" in batch:
-        pixels = window_resize.crops(batch["canvas"], batch["boxes"], batch["valid"], batch["transposed"],
-                                     model.config.vision.image_size)
+        pixels = window_resize.crops(batch["canvas"], batch["boxes"], batch["valid"], model.config.vision.image_size)
         return normalize_values(pixels, model.dtype, family)
     images = batch["images"]
     if images.dtype == jnp.uint8:

@@ -1,10 +1,10 @@
 """The training crop's resize, run on the accelerator inside the jitted step.
 
 With `train_transform="device"` the host only decodes: every example arrives as a uint8
-canvas (clip_jax.data.image_ops.train_window) holding its crop window's pixels in the
-top-left corner, the window's exact box in those pixels (fractional: JPEGs are decoded
-at a reduced DCT scale), the valid height and width, and whether the window was stored
-transposed (tall windows are, so that every window fits a landscape canvas).
+square canvas holding its crop window's pixels in the top-left corner
+(clip_jax.data.image_ops.train_window, padded as the pipeline batches), the crop's exact
+box in those pixels (fractional: JPEGs are decoded at a reduced DCT scale) and the valid
+height and width.
 
 Here each window is resized to size x size with PIL's antialiased bicubic, as
 Image.resize((size, size), BICUBIC, box=...) computes it on a float image: per example
@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-
-# Canvas sides in multiples of the output size (image_ops.canvas_shape owns the layout).
-CANVAS_HEIGHT, CANVAS_WIDTH = 2, 3
 
 
 def _bicubic_kernel(x):
@@ -50,26 +47,29 @@ def resize_weights(start, extent, valid, n_in: int, size: int):
 
 def resize_windows(canvas, boxes, valid, size: int):
     """uint8 [B, H, W, C] canvases, float32 [B, 4] boxes (top, left, height, width),
-    int32 [B, 2] valid (height, width) -> float32 [B, size, size, C], unclipped.  The
-    width pass runs first: the canvas is wider than tall, so that order does fewer FLOPs."""
+    int32 [B, 2] valid (height, width) -> float32 [B, size, size, C], unclipped: the width
+    pass, then the height pass on its narrower result."""
     _, height, width, _ = canvas.shape
     rows = resize_weights(boxes[:, 0], boxes[:, 2], valid[:, 0], height, size)
     columns = resize_weights(boxes[:, 1], boxes[:, 3], valid[:, 1], width, size)
     pixels = canvas.astype(jnp.float32)
-    highest = jax.lax.Precision.HIGHEST  # TPUs would otherwise multiply in bfloat16
-    narrow = jnp.einsum("bjw,bhwc->bhjc", columns, pixels, precision=highest)
-    return jnp.einsum("bih,bhjc->bijc", rows, narrow, precision=highest)
+    # HIGH: TF32 on GPUs, three bfloat16 passes on TPUs, float32 on CPUs.  Pixel values are
+    # exact in TF32 and the weights keep 11 bits, so errors stay a fraction of a level;
+    # DEFAULT (one bfloat16 pass) would keep 8 bits of the weights, and HIGHEST would run
+    # GPUs' much slower float32 path.
+    precision = jax.lax.Precision.HIGH
+    narrow = jnp.einsum("bjw,bhwc->bhjc", columns, pixels, precision=precision)
+    return jnp.einsum("bih,bhjc->bijc", rows, narrow, precision=precision)
 
 
-def crops(canvas, boxes, valid, transposed, size: int):
-    """The pipeline's window fields -> float32 [B, size, size, 3] pixel values in [0, 255]
-    (the training crops, un-transposed)."""
-    out = resize_windows(canvas, boxes, valid, size)
-    out = jnp.where(jnp.asarray(transposed)[:, None, None, None], jnp.swapaxes(out, 1, 2), out)
-    return jnp.clip(out, 0.0, 255.0)
+def crops(canvas, boxes, valid, size: int):
+    """The pipeline's window fields (WINDOW_KEYS) -> float32 [B, size, size, 3] pixel
+    values in [0, 255]: the training crops."""
+    return jnp.clip(resize_windows(canvas, boxes, valid, size), 0.0, 255.0)
 
 
-def added_flops(size: int, channels: int = 3) -> int:
-    """Multiply-adds x 2 of `resize_windows` per example (the weights' cost is negligible)."""
-    height, width = CANVAS_HEIGHT * size, CANVAS_WIDTH * size
+def added_flops(size: int, canvas: tuple[int, int], channels: int = 3) -> int:
+    """Multiply-adds x 2 of `resize_windows` per example on a (height, width) canvas (the
+    weights' cost is negligible)."""
+    height, width = canvas
     return 2 * channels * (height * width * size + size * height * size)

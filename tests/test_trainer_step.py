@@ -163,6 +163,7 @@ def test_crop_windows_resized_in_the_step_train_like_host_crops(tmp_path, accumu
     windows equal its crops before rounding (half a level), and loss and gradients agree
     to that rounding."""
     from clip_jax import data, window_resize
+    from clip_jax.data import image_ops
     from clip_jax.gradients import make_grad_fn
     from clip_jax.preprocess import pixel_affine
     from tests.helpers.data import captioned_shards
@@ -177,7 +178,7 @@ def test_crop_windows_resized_in_the_step_train_like_host_crops(tmp_path, accumu
             batches[transform] = next(it)
     fast, device = batches["fast"], batches["device"]
     np.testing.assert_array_equal(fast["tokens"], device["tokens"])
-    assert device["canvas"].shape == (16, 2 * size, 3 * size, 3) and device["canvas"].dtype == np.uint8
+    assert device["canvas"].shape == (16, *image_ops.canvas_shape(size), 3) and device["canvas"].dtype == np.uint8
     crops = np.asarray(window_resize.crops(*(device[k] for k in data.WINDOW_KEYS), size))
     scale, offset = pixel_affine(setup.model.config.family)
     assert np.abs(crops - fast["images"]).max() <= 0.51

@@ -17,8 +17,9 @@
     "exact": the window decoded at full scale and resized as `resize_like_pil` (the
       evaluation resize), the transform clip_jax used before "fast".
     "device" (`train_window`): the host decodes the window as "fast" does and stops
-      there; the window's pixels travel as uint8 in a fixed canvas of 2 x 3 output sizes
-      with their box, and clip_jax.window_resize resizes them inside the train step.
+      there; the window's pixels travel as uint8 in a fixed square canvas (about 8/3 of the
+      output size a side) with their box, and clip_jax.window_resize resizes them inside
+      the train step.
 - Evaluation: the shorter side to `size` (the longer to int(size * long / short), as PIL),
   then a centre crop with round-half-even offsets (torchvision's round()), like
   clip_jax.preprocess.preprocess.
@@ -37,7 +38,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from clip_jax import window_resize
 from clip_jax.models.families import get_family
 from clip_jax.preprocess import pixel_affine
 
@@ -90,7 +90,13 @@ def normalize(pixels: tf.Tensor, family: str = "clip") -> tf.Tensor:
 
 
 def crop_window(shape: tf.Tensor, seed: tf.Tensor, scale, ratio) -> tuple[tf.Tensor, tf.Tensor]:
-    """(begin, extent), int32 [3] each: a random resized crop's window in an image of `shape`."""
+    """(begin, extent), int32 [3] each: a random resized crop's window in an image of `shape`.
+
+    When 10 draws find no window of the given area and aspect ratio (an image wider than
+    the widest ratio, say, with a large minimum area), TF's sampler returns the whole
+    image; like torchvision's RandomResizedCrop (and so open_clip) we then take the largest
+    centred window whose aspect ratio is inside `ratio` instead, so crops are never
+    stretched beyond it."""
     begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
         shape,
         bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
@@ -101,6 +107,14 @@ def crop_window(shape: tf.Tensor, seed: tf.Tensor, scale, ratio) -> tuple[tf.Ten
         max_attempts=10,
         use_image_if_no_bounding_boxes=True,
     )
+    height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+    whole = tf.logical_and(tf.equal(extent[0], shape[0]), tf.equal(extent[1], shape[1]))
+    # torchvision's fallback: int(round(...)) of the clamped side, centred with floor division.
+    clamped_height = tf.where(width / height < ratio[0], tf.round(width / ratio[0]), height)
+    clamped_width = tf.where(width / height > ratio[1], tf.round(height * ratio[1]), width)
+    clamped = tf.cast(tf.stack([clamped_height, clamped_width]), tf.int32)
+    extent = tf.where(whole, tf.concat([clamped, extent[2:]], 0), extent)
+    begin = tf.where(whole, tf.concat([(shape[:2] - clamped) // 2, begin[2:]], 0), begin)
     return begin, extent
 
 
@@ -140,21 +154,28 @@ def train_image(data: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), r
 
 
 def canvas_shape(size: int) -> tuple[int, int]:
-    """(height, width) of the canvas that carries a window of `size` output pixels."""
-    return window_resize.CANVAS_HEIGHT * size, window_resize.CANVAS_WIDTH * size
+    """(height, width) of the square canvas that carries a crop window for `size` output
+    pixels.  A window's aspect ratio is within DEFAULT_RATIO (crop_window) and its shorter
+    side, at the DCT scale dct_scale picks, under 2 * size (unless the image is over 16x the
+    output), so both sides stay under 8/3 * size; +4 covers the widening to whole reduced
+    pixels and rounding.  Square, so that tall windows need no transposing."""
+    side = -(-8 * size // 3) + 4
+    return side, side
 
 
 def train_window(data: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), ratio=DEFAULT_RATIO):
-    """The "device" transform's host half: encoded bytes -> (canvas uint8 [2 size, 3 size,
-    3] with the window's pixels top-left, box float32 [top, left, height, width] of the
-    window in them, valid int32 [height, width], transposed bool).  The crop window is
-    train_pixels' (same seed, same draw) and so are the pixels: JPEGs decoded at the
-    reduced DCT scale of "fast"; other formats decoded whole and cut to the window plus
-    the bicubic filter's reach, so the resize sees the same neighbours.  A window taller
-    than wide is stored transposed.  One that still does not fit (a non-JPEG window
-    larger than the canvas, an extreme aspect ratio) is resized here as "fast" does and
-    shipped as a size x size window with an identity box."""
-    height, width = canvas_shape(size)
+    """The "device" transform's host half: encoded bytes -> (window uint8 [h, w, 3] with h
+    and w within canvas_shape(size), box float32 [top, left, height, width] of the crop in
+    the window's pixels).  The pipeline pads windows into canvases as it batches them
+    (padded_batch: one copy) and sends their valid sizes along.
+
+    The crop window is train_pixels' (same seed, same draw) and so are the pixels: JPEGs
+    decoded at the reduced DCT scale of "fast"; other formats decoded whole and cut to the
+    window plus the bicubic filter's reach, so the resize sees the same neighbours.  A
+    window that does not fit the canvas (a non-JPEG window much larger than the output, a
+    JPEG over 16x the output) is resized here as "fast" does and shipped as a size x size
+    window with an identity box."""
+    side = canvas_shape(size)[0]
 
     def from_jpeg():
         shape = tf.io.extract_jpeg_shape(data)
@@ -175,20 +196,22 @@ def train_window(data: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), 
         return crop, box
 
     crop, box = tf.cond(is_jpeg(data), from_jpeg, from_other)
-    shape = tf.shape(crop)[:2]
-    transposed = shape[0] > shape[1]
-    crop = tf.cond(transposed, lambda: tf.transpose(crop, [1, 0, 2]), lambda: crop)
-    box = tf.where(transposed, tf.gather(box, [1, 0, 3, 2]), box)
-    shape = tf.shape(crop)[:2]
 
     def resized_here():
         pixels = tf.cast(_to_pixels(resize_bicubic(crop, box, size)), tf.uint8)
-        return pixels, tf.constant([0.0, 0.0, size, size]), tf.constant([size, size])
+        return pixels, tf.constant([0.0, 0.0, size, size])
 
-    fits = tf.logical_and(shape[0] <= height, shape[1] <= width)
-    crop, box, valid = tf.cond(fits, lambda: (crop, box, shape), resized_here)
-    canvas = tf.pad(crop, [[0, height - valid[0]], [0, width - valid[1]], [0, 0]])
-    return tf.ensure_shape(canvas, [height, width, 3]), tf.ensure_shape(box, [4]), valid, transposed
+    crop, box = tf.cond(tf.reduce_all(tf.shape(crop)[:2] <= side), lambda: (crop, box), resized_here)
+    crop.set_shape([None, None, 3])
+    return crop, tf.ensure_shape(box, [4])
+
+
+def canvas(window: tf.Tensor, size: int) -> tf.Tensor:
+    """A train_window's pixels padded with zeros to canvas_shape(size) (as the pipeline's
+    padded_batch lays them out)."""
+    height, width = canvas_shape(size)
+    shape = tf.shape(window)
+    return tf.ensure_shape(tf.pad(window, [[0, height - shape[0]], [0, width - shape[1]], [0, 0]]), [height, width, 3])
 
 
 def dct_scale(extent: tf.Tensor, size: int) -> tf.Tensor:

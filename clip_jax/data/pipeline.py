@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 2  # 2: positions per source as order.py's work items
 COUNTERS = ("skipped_shards", "skipped_images", "skipped_captions", "skipped_labels")
 AUTOTUNE = tf.data.AUTOTUNE
-WINDOW_KEYS = ("canvas", "boxes", "valid", "transposed")  # train_transform="device"'s image fields
+WINDOW_KEYS = ("canvas", "boxes", "valid")  # train_transform="device"'s image fields
 
 
 def _seed(*parts: int) -> int:
@@ -390,9 +390,19 @@ class TrainIterator:
         counters0 = tf.constant([state["counters"].get(c, 0) for c in COUNTERS], tf.int64)
         ds = ds.scan((tf.constant(m0 - 1, tf.int64), counters0), _count_faults)
         ds = ds.filter(lambda example: tf.equal(example["fault"], FAULT_NONE))
-        ds = ds.batch(self.batch_size, drop_remainder=True)
+        ds = self._batch(ds)
         ds = ds.map(self._finish_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
         return ds.prefetch(self.prefetch).with_options(_options(self.num_threads))
+
+    def _batch(self, ds: tf.data.Dataset) -> tf.data.Dataset:
+        """Batches of `batch_size`; crop windows (transform "device") zero-padded into
+        their canvas as they are copied into the batch."""
+        if self.train_transform != "device":
+            return ds.batch(self.batch_size, drop_remainder=True)
+        canvas = tf.TensorShape([*image_ops.canvas_shape(self.image_size), 3])
+        shapes = tf.nest.map_structure(lambda spec: spec.shape, ds.element_spec)
+        shapes["image"]["canvas"] = canvas
+        return ds.padded_batch(self.batch_size, padded_shapes=shapes, drop_remainder=True)
 
     def _mixed_sources(self, state, indices: tf.data.Dataset) -> tf.data.Dataset:
         """Raw elements of all sources for this host, raw element m drawn from a source by
@@ -444,9 +454,9 @@ class TrainIterator:
     def _image_fields(self, data, crop_seed) -> dict:
         """{"images": the finished crop} or, for "device", {WINDOW_KEYS: the crop window}."""
         size = self.image_size
-        if self.train_transform == "device":
-            fields = image_ops.train_window(data, size, crop_seed, self.crop_scale)
-            return dict(zip(WINDOW_KEYS, fields))
+        if self.train_transform == "device":  # the window unpadded: padded_batch lays it into its canvas
+            window, box = image_ops.train_window(data, size, crop_seed, self.crop_scale)
+            return {"canvas": window, "boxes": box, "valid": tf.shape(window)[:2]}
         image = image_ops.train_pixels(data, size, crop_seed, self.crop_scale, transform=self.train_transform)
         if not self.uint8_images:
             image = image_ops.normalize(image, self.family)  # per example, while the crop is in cache
@@ -456,8 +466,7 @@ class TrainIterator:
         """Zeros in the image fields' shapes and types (faulty examples, dropped later)."""
         size = self.image_size
         if self.train_transform == "device":
-            return {"canvas": tf.zeros([*image_ops.canvas_shape(size), 3], tf.uint8), "boxes": tf.zeros([4]),
-                    "valid": tf.zeros([2], tf.int32), "transposed": tf.constant(False)}
+            return {"canvas": tf.zeros([1, 1, 3], tf.uint8), "boxes": tf.zeros([4]), "valid": tf.ones([2], tf.int32)}
         return {"images": tf.zeros([size, size, 3], tf.uint8 if self.uint8_images else tf.float32)}
 
     def _finish_batch(self, batch):

@@ -49,10 +49,10 @@ def as_bytes(image: Image.Image, fmt: str, **kwargs) -> bytes:
 
 
 def device_crop(data: bytes, size: int, seed, scale) -> tuple[np.ndarray, bool]:
-    canvas, box, valid, transposed = image_ops.train_window(tf.constant(data), size, seed, scale)
+    window, box = image_ops.train_window(tf.constant(data), size, seed, scale)
+    canvas, valid = image_ops.canvas(window, size), tf.shape(window)[:2]
     assert canvas.shape == (*image_ops.canvas_shape(size), 3) and canvas.dtype == tf.uint8
-    out = window_resize.crops(canvas.numpy()[None], box.numpy()[None], valid.numpy()[None],
-                              transposed.numpy()[None], size)
+    out = window_resize.crops(canvas.numpy()[None], box.numpy()[None], valid.numpy()[None], size)
     host_resized = tuple(valid.numpy()) == (size, size) and tuple(box.numpy()) == (0, 0, size, size)
     return np.asarray(out)[0], host_resized
 
@@ -63,7 +63,7 @@ def photo(height, width, seed=0):
 
 CASES = {
     "jpeg landscape": lambda: encode(photo_like(300, 451, 1), "JPEG", quality=90),
-    "jpeg portrait (transposed)": lambda: encode(photo_like(700, 333, 2), "JPEG", quality=90),
+    "jpeg portrait": lambda: encode(photo_like(700, 333, 2), "JPEG", quality=90),
     "jpeg large (1/4 DCT scale)": lambda: encode(photo_like(1100, 1500, 3), "JPEG", quality=90),
     "jpeg panorama": lambda: encode(photo_like(200, 1400, 4), "JPEG", quality=90),
     "jpeg smaller than the output": lambda: encode(photo_like(41, 29, 5), "JPEG", quality=90),
@@ -94,8 +94,23 @@ def test_device_crops_match_the_fast_transform(name):
 
 def test_window_fields_and_flops():
     data = tf.constant(encode(photo_like(700, 333, 2), "JPEG", quality=90))
-    canvas, box, valid, transposed = image_ops.train_window(data, 32, tf.constant([0, 1], tf.int64))
-    assert bool(transposed) and int(valid[0]) <= int(valid[1])  # tall windows travel transposed
+    window, box = image_ops.train_window(data, 32, tf.constant([0, 1], tf.int64))
+    canvas, valid = image_ops.canvas(window, 32), tf.shape(window)[:2]
+    assert image_ops.canvas_shape(32) == (90, 90) and image_ops.canvas_shape(224) == (602, 602)
     assert (canvas.numpy()[int(valid[0]):] == 0).all() and (canvas.numpy()[:, int(valid[1]):] == 0).all()
-    # Two einsums: [B, 3s] x [B, 2s, 3s] per output column, then the height pass.
-    assert window_resize.added_flops(224) == 2 * 3 * (448 * 672 * 224 + 224 * 448 * 224)
+    np.testing.assert_array_equal(canvas.numpy()[:int(valid[0]), :int(valid[1])], window.numpy())
+    # Two einsums: the width pass [size, W] on every canvas row, then the height pass.
+    assert window_resize.added_flops(224, (602, 602)) == 2 * 3 * (602 * 602 * 224 + 224 * 602 * 224)
+
+
+@pytest.mark.parametrize("shape", [(256, 455), (455, 256), (300, 300), (512, 912), (912, 512), (1100, 1500)])
+def test_windows_of_real_shapes_fit_the_canvas(shape):
+    """Every crop of a JPEG of img2dataset's shapes (16:9 included, where the sampler finds
+    no window and the torchvision-style fallback applies) fits the canvas: none is
+    resized on the host."""
+    data = tf.constant(encode(photo_like(*shape, 0), "JPEG", quality=90))
+    for scale in ((0.9, 1.0), (0.08, 1.0)):
+        for i in range(16):
+            window, box = image_ops.train_window(data, 224, tf.constant([i, 3], tf.int64), scale)
+            assert tuple(box.numpy()) != (0, 0, 224, 224), (scale, i, window.shape)
+            assert max(window.shape[:2]) <= image_ops.canvas_shape(224)[0]
