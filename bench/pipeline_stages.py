@@ -4,7 +4,8 @@ Where the training input pipeline's host time goes, in ms of CPU per example on 
 pinned core: the JPEGs of the shards (e.g. bench/data_pipeline.py's photos set) decoded
 by PIL and by TF, the crop stages alone in tf.data (one thread, batches of 64), then
 train_iterator whole (tar reading, shuffling, tokenising, batching) with each transform,
-with float32 output, and with the image work taken out.  The first line names the CPU.
+with float32 output, and with the image work taken out; with each, the minor page faults
+per example.  The first line names the CPU.
 
 Each stage runs once for warm-up and is then timed twice; both timings are printed.
 """
@@ -32,14 +33,24 @@ def cpu_seconds() -> float:
     return sum(psutil.Process().cpu_times()[:2])
 
 
+def minor_faults() -> int:
+    """Page faults served without I/O: fresh pages touched, e.g. by large buffers that
+    malloc maps anew for every tensor (costly on some VMs)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def report(name: str, run, examples: int) -> None:
     run()
-    timings = []
+    timings, faults = [], []
     for _ in range(2):
-        start = cpu_seconds()
+        start, start_faults = cpu_seconds(), minor_faults()
         run()
         timings.append(1000 * (cpu_seconds() - start) / examples)
-    print(f"{name:58s} " + "  ".join(f"{t:5.2f}" for t in timings) + " ms/example", flush=True)
+        faults.append((minor_faults() - start_faults) / examples)
+    print(f"{name:58s} " + "  ".join(f"{t:5.2f}" for t in timings) + " ms/example, minor page faults/example "
+          + "  ".join(f"{f:5.0f}" for f in faults), flush=True)
 
 
 def main() -> None:
