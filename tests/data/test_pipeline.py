@@ -240,16 +240,22 @@ def make(spec, **kw):
     return data.train_iterator(spec, **options)
 
 
-def test_batches_shape_and_determinism(shards):
-    a, b = make(shards), make(shards)
+@pytest.mark.parametrize("transform", ["fast", "device"])
+def test_batches_shape_and_determinism(shards, transform):
+    a, b = make(shards, train_transform=transform), make(shards, train_transform=transform)
+    shapes = {"fast": {"images": ((8, 16, 16, 3), np.uint8)},  # normalised in the step
+              "device": {"canvas": ((8, *image_ops.canvas_shape(16), 3), np.uint8), "boxes": ((8, 4), np.float32),
+                         "valid": ((8, 2), np.int32)}}[transform]
     for _ in range(4):
         x, y = next(a), next(b)
-        assert x["images"].shape == (8, 16, 16, 3) and x["images"].dtype == np.uint8  # normalised in the step
+        assert set(x) == set(shapes) | {"tokens"}
+        for key, (shape, dtype) in shapes.items():
+            assert x[key].shape == shape and x[key].dtype == dtype, key
+            np.testing.assert_array_equal(x[key], y[key])
         assert x["tokens"].shape == (8, 77) and x["tokens"].dtype == np.int32
-        np.testing.assert_array_equal(x["images"], y["images"])
         np.testing.assert_array_equal(x["tokens"], y["tokens"])
-    other_seed = next(make(shards, seed=4))
-    assert not np.array_equal(other_seed["tokens"], next(make(shards))["tokens"])
+    other_seed = next(make(shards, seed=4, train_transform=transform))
+    assert not np.array_equal(other_seed["tokens"], next(make(shards, train_transform=transform))["tokens"])
 
 
 def test_epochs_cover_every_example_and_hosts_are_disjoint(shards):
