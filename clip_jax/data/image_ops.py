@@ -206,14 +206,6 @@ def train_window(data: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), 
     return crop, tf.ensure_shape(box, [4])
 
 
-def canvas(window: tf.Tensor, size: int) -> tf.Tensor:
-    """A train_window's pixels padded with zeros to canvas_shape(size) (as the pipeline's
-    padded_batch lays them out)."""
-    height, width = canvas_shape(size)
-    shape = tf.shape(window)
-    return tf.ensure_shape(tf.pad(window, [[0, height - shape[0]], [0, width - shape[1]], [0, 0]]), [height, width, 3])
-
-
 def dct_scale(extent: tf.Tensor, size: int) -> tf.Tensor:
     """The index in DCT_SCALES of the largest r with both sides of the window >= r * size (int32)."""
     shorter = tf.minimum(extent[0], extent[1])

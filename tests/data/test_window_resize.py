@@ -42,6 +42,14 @@ def test_resize_windows_matches_pil_float_resize(valid, box, size):
     np.testing.assert_allclose(got, want, atol=0.02)
 
 
+def in_canvas(window: tf.Tensor, size: int) -> tf.Tensor:
+    """A train_window's pixels zero-padded to canvas_shape(size), as the pipeline's
+    padded_batch lays them out."""
+    height, width = image_ops.canvas_shape(size)
+    shape = tf.shape(window)
+    return tf.pad(window, [[0, height - shape[0]], [0, width - shape[1]], [0, 0]])
+
+
 def as_bytes(image: Image.Image, fmt: str, **kwargs) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **kwargs)
@@ -50,7 +58,7 @@ def as_bytes(image: Image.Image, fmt: str, **kwargs) -> bytes:
 
 def device_crop(data: bytes, size: int, seed, scale) -> tuple[np.ndarray, bool]:
     window, box = image_ops.train_window(tf.constant(data), size, seed, scale)
-    canvas, valid = image_ops.canvas(window, size), tf.shape(window)[:2]
+    canvas, valid = in_canvas(window, size), tf.shape(window)[:2]
     assert canvas.shape == (*image_ops.canvas_shape(size), 3) and canvas.dtype == tf.uint8
     out = window_resize.crops(canvas.numpy()[None], box.numpy()[None], valid.numpy()[None], size)
     host_resized = tuple(valid.numpy()) == (size, size) and tuple(box.numpy()) == (0, 0, size, size)
@@ -95,7 +103,7 @@ def test_device_crops_match_the_fast_transform(name):
 def test_window_fields_and_flops():
     data = tf.constant(encode(photo_like(700, 333, 2), "JPEG", quality=90))
     window, box = image_ops.train_window(data, 32, tf.constant([0, 1], tf.int64))
-    canvas, valid = image_ops.canvas(window, 32), tf.shape(window)[:2]
+    canvas, valid = in_canvas(window, 32), tf.shape(window)[:2]
     assert image_ops.canvas_shape(32) == (90, 90) and image_ops.canvas_shape(224) == (602, 602)
     assert (canvas.numpy()[int(valid[0]):] == 0).all() and (canvas.numpy()[:, int(valid[1]):] == 0).all()
     np.testing.assert_array_equal(canvas.numpy()[:int(valid[0]), :int(valid[1])], window.numpy())
