@@ -122,3 +122,19 @@ def test_windows_of_real_shapes_fit_the_canvas(shape):
             window, box = image_ops.train_window(data, 224, tf.constant([i, 3], tf.int64), scale)
             assert tuple(box.numpy()) != (0, 0, 224, 224), (scale, i, window.shape)
             assert max(window.shape[:2]) <= image_ops.canvas_shape(224)[0]
+
+
+@pytest.mark.parametrize("shape", [(200, 1400), (1400, 200), (256, 455), (455, 256), (300, 451), (451, 300)])
+def test_crop_window_falls_back_as_torchvision(shape):
+    """Where no window of area 90-100% has an aspect ratio in [3/4, 4/3] (any image wider
+    than 4:3 or taller than 3:4 of them), torchvision's RandomResizedCrop, which open_clip
+    trains with, takes the largest centred window in the ratio range; crop_window takes
+    the same one, where TF's sampler alone would return the whole image."""
+    import torch
+    from torchvision.transforms import RandomResizedCrop
+
+    scale, ratio = (0.9, 1.0), image_ops.DEFAULT_RATIO
+    top, left, height, width = RandomResizedCrop.get_params(torch.zeros(3, *shape), list(scale), list(ratio))
+    for i in range(4):
+        begin, extent = image_ops.crop_window(tf.constant([*shape, 3]), tf.constant([i, 5], tf.int64), scale, ratio)
+        assert (int(begin[0]), int(begin[1]), int(extent[0]), int(extent[1])) == (top, left, height, width)

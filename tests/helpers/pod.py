@@ -5,6 +5,7 @@ checkpoints, metrics and traces of the examples each host read."""
 from __future__ import annotations
 
 import collections
+import io
 import json
 import os
 import signal
@@ -22,6 +23,8 @@ def demo_shards(directory: str, num_shards: int = 8, per_shard: int = 12,
     """(wds: spec, captions of the good examples).  Each caption ends in its example's key,
     so a trace of captions says which examples were read; per shard one image does not
     decode and one example has no caption (both skipped and counted by the pipeline).
+    Images are the demo's PNGs but for two per shard stored as JPEGs, as web shards hold
+    them: one at 80 px (crops of a 32 px model decode at 1/2 DCT scale) and one greyscale.
     labels=True: each example also has its class (demo.class_prompts index) as `.cls`,
     but for one per shard that has none (skipped and counted when training on labels)."""
     from clip_jax.data.demo import DemoDataset
@@ -43,10 +46,22 @@ def demo_shards(directory: str, num_shards: int = 8, per_shard: int = 12,
             elif i == 7:
                 samples.append((key, {"png": example["png"], **label}))
             else:
-                samples.append((key, {"png": example["png"], "txt": caption.encode(), **label}))
+                image = {"jpg": _as_jpeg(example["png"], grey=i == 5)} if i in (0, 5) else {"png": example["png"]}
+                samples.append((key, {**image, "txt": caption.encode(), **label}))
                 good.append(caption)
         write_tar(os.path.join(directory, f"part-{shard:03d}.tar"), samples)
     return f"wds:{directory}/part-{{000..{num_shards - 1:03d}}}.tar", sorted(good)
+
+
+def _as_jpeg(png: bytes, grey: bool) -> bytes:
+    """A demo PNG as a JPEG (quality 90): upscaled to 80 px, or greyscale at its size."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png))
+    image = image.convert("L") if grey else image.convert("RGB").resize((80, 80), Image.BICUBIC)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
 
 
 def environment(devices: int) -> dict:
